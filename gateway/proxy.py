@@ -1,0 +1,93 @@
+"""
+The service behind the blueprints: route a request, call its upstream, build the response.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+import orjson
+from sanic import HTTPResponse, Request
+
+from .models_cache import ModelList
+from .routing import Route, Router
+from .settings import Settings
+from .upstream import Upstream
+
+__all__ = ["Proxy"]
+
+
+class Proxy:
+    def __init__(self, settings: Settings, router: Router, upstream: Upstream) -> None:
+        self.settings = settings
+        self.router = router
+        self.upstream = upstream
+        # vLLM uses X-Request-ID as its own request id, so each upstream attempt gets a unique
+        # one: the client's id, then this worker's pid and a counter.
+        self._attempt_prefix = f"{os.getpid():x}"
+        self._attempts = itertools.count(1)
+
+    def attempt_id(self, request_id: str) -> str:
+        return f"{request_id}-{self._attempt_prefix}{next(self._attempts):x}"
+
+    async def route(self, request: Request, model_key: str | None, model: str | None) -> Route:
+        route = await self.router.resolve(model_key, model)
+        request.ctx.route_key = route.key
+        request.ctx.model = model or self.settings.default_model_name
+        return route
+
+    async def complete(
+        self, request: Request, endpoint: str, body: bytes, *, model_key: str | None, model: str | None
+    ) -> HTTPResponse:
+        """Forward a non-streaming request; the upstream's status and body come back unchanged."""
+        route = await self.route(request, model_key, model)
+        url = route.urls[0] + endpoint
+        upstream = await self.upstream.post(route.key, url, body, self.attempt_id(request.ctx.request_id))
+        request.ctx.upstream_status = upstream.status_code
+        return HTTPResponse(
+            upstream.content,
+            status=upstream.status_code,
+            content_type=upstream.headers.get("content-type", "application/json"),
+        )
+
+    def api_body(self, fields: dict[str, Any]) -> bytes:
+        """Serialise an `/api` body, naming `DEFAULT_MODEL_NAME` when the client named no model."""
+        if "model" not in fields and self.settings.default_model_name:
+            fields = {**fields, "model": self.settings.default_model_name}
+        return orjson.dumps(fields)
+
+    async def health(self) -> dict[str, Any]:
+        key = self.settings.health_route_key
+        if key is None:
+            return {"ok": True, "vllm": "unconfigured"}
+        status = await self.upstream.probe(self.router.routes[key].urls[0], self.settings.health_timeout_seconds)
+        return {"ok": True, "vllm": status}
+
+    async def _listings(self) -> dict[str, ModelList | None]:
+        return await self.router.models.get_many(self.router.routes)
+
+    async def api_models(self) -> dict[str, Any]:
+        """Every route's models, de-duplicated by id, each with the routes that serve it."""
+        merged: dict[str, dict[str, Any]] = {}
+        for key, listing in (await self._listings()).items():
+            if listing is None:
+                continue  # a route that is down is left out, not an error
+            for model in listing.models:
+                model_id = str(model["id"])
+                if not self.router.is_allowed(model_id):
+                    continue
+                entry = merged.setdefault(model_id, {"id": model_id, "object": "model", "sources": []})
+                entry["sources"].append({"source": key, "latency_ms": listing.latency_ms})
+        return {"object": "list", "data": list(merged.values())}
+
+    async def openai_models(self) -> dict[str, Any]:
+        """The OpenAI `/v1/models` list: each model once, as its first route describes it."""
+        merged: dict[str, dict[str, Any]] = {}
+        for listing in (await self._listings()).values():
+            for model in listing.models if listing is not None else ():
+                model_id = str(model["id"])
+                if self.router.is_allowed(model_id):
+                    merged.setdefault(model_id, model)
+        return {"object": "list", "data": list(merged.values())}

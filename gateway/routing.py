@@ -1,0 +1,86 @@
+"""
+Which route serves a request.
+
+A route is a key (`MODEL_ROUTE_<KEY>`) and the base URLs of its replicas. The decision, in order:
+
+1. `model` missing: `DEFAULT_MODEL_NAME` stands in for it.
+2. `model` outside `ALLOWED_MODELS`: 403.
+3. `modelKey` (body) or `X-Model-Key` given: that route, or 404 if there is none.
+4. No model at all: `DEFAULT_MODEL_KEY` (or the only route), else 409.
+5. Otherwise the route is inferred from the cached upstream `/models` lists: exactly one route
+   serves the model: that one; several: 409; none: 409, unless no route could be listed at
+   all, in which case the default route is tried (and its failure reported as such).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from .errors import ModelNotAllowed, RoutingConflict, UnknownRouteKey, UpstreamUnavailable
+from .models_cache import ModelsCache
+from .settings import Settings
+
+__all__ = ["Route", "Router"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    key: str
+    urls: tuple[str, ...]
+
+
+class Router:
+    def __init__(self, settings: Settings, models: ModelsCache) -> None:
+        self.routes: Mapping[str, Route] = {key: Route(key, urls) for key, urls in settings.routes.items()}
+        self.models = models
+        self._allowed = settings.allowed_models
+        self._default_model = settings.default_model_name
+        fallback = settings.fallback_route_key
+        self._fallback = self.routes[fallback] if fallback is not None else None
+
+    def is_allowed(self, model: str) -> bool:
+        return self._allowed is None or model in self._allowed
+
+    async def resolve(self, model_key: str | None, model: str | None) -> Route:
+        """The route for a request naming `model_key` and/or `model` (either may be None)."""
+        model = model or self._default_model
+        if model is not None and not self.is_allowed(model):
+            raise ModelNotAllowed(f"model {model!r} is not in this gateway's ALLOWED_MODELS")
+        if model_key is not None:
+            route = self.routes.get(model_key)
+            if route is None:
+                known = ", ".join(self.routes) or "none"
+                raise UnknownRouteKey(f"unknown modelKey {model_key!r}; configured keys: {known}")
+            return route
+        if not self.routes:
+            raise UpstreamUnavailable(
+                "no upstream is configured: set MODEL_ROUTE_<KEY> or VLLM_BASE_URL", code="no_upstream_configured"
+            )
+        if model is None:
+            if self._fallback is None:
+                raise RoutingConflict(
+                    "no model and no modelKey given, and no DEFAULT_MODEL_KEY to fall back on", code="model_required"
+                )
+            return self._fallback
+        return await self._infer(model)
+
+    async def _infer(self, model: str) -> Route:
+        lists = await self.models.get_many(self.routes)
+        serving = [key for key, found in lists.items() if found is not None and model in found.ids]
+        if len(serving) == 1:
+            return self.routes[serving[0]]
+        if serving:
+            raise RoutingConflict(
+                f"model {model!r} is served by several routes ({', '.join(serving)}); choose one with modelKey",
+                code="ambiguous_model",
+            )
+        unreachable = [key for key, found in lists.items() if found is None]
+        if len(unreachable) == len(lists):
+            if self._fallback is not None:
+                return self._fallback
+            raise UpstreamUnavailable(
+                f"cannot route model {model!r}: no route answered its /models listing ({', '.join(unreachable)})"
+            )
+        detail = f"; unreachable: {', '.join(unreachable)}" if unreachable else ""
+        raise RoutingConflict(f"no route serves model {model!r}{detail}", code="model_not_served")

@@ -1,0 +1,258 @@
+"""
+The gateway's settings: one frozen object, built once per process.
+
+Values come from the process environment first, then from a `.env` file in the working
+directory (the environment wins, as with starlette's `Config`). Every value is parsed and
+checked here, so a bad value stops start-up with one line that names the variable:
+
+    >>> load_settings({"API_PORT": "http"})
+    Traceback (most recent call last):
+    SettingsError: API_PORT='http': expected an integer from 1 to 65535
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
+
+__all__ = ["Settings", "SettingsError", "load_settings", "read_env_file"]
+
+T = TypeVar("T")
+
+ROUTE_PREFIX = "MODEL_ROUTE_"
+LEGACY_ROUTE_KEY = "default"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the gateway cannot use. The message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway can be configured with. See `.env.example` for each meaning."""
+
+    api_host: str = "0.0.0.0"
+    api_port: int = 5050
+    workers: int = 1
+    log_level: str = "INFO"
+
+    # Routing: route key -> base URLs of its replicas (each ending in `/v1` or similar).
+    routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    default_model_key: str | None = None
+    default_model_name: str | None = None
+    allowed_models: frozenset[str] | None = None
+    models_cache_ttl_seconds: float = 10.0
+
+    # Upstream timeouts; `total_timeout_seconds` None means no overall deadline.
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 120.0
+    write_timeout_seconds: float = 30.0
+    total_timeout_seconds: float | None = None
+    health_timeout_seconds: float = 1.5
+
+    sse_heartbeat_seconds: float = 15.0
+    max_body_bytes: int = 4 * 1024 * 1024
+    graceful_shutdown_seconds: float = 15.0
+
+    # Access control and operations.
+    api_keys: tuple[str, ...] = ()
+    auth_required: bool = True
+    allow_origins: tuple[str, ...] = ("*",)
+    rate_limit_per_min: int = 60
+    trusted_proxies: tuple[str, ...] = ()
+    prometheus_enable: bool = True
+    metrics_public: bool = False
+
+    use_redis: bool = False
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "gateway:"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_required and bool(self.api_keys)
+
+    @property
+    def fallback_route_key(self) -> str | None:
+        """The route used when nothing else decides: `DEFAULT_MODEL_KEY`, or the only route."""
+        if self.default_model_key is not None:
+            return self.default_model_key
+        if len(self.routes) == 1:
+            return next(iter(self.routes))
+        return None
+
+    @property
+    def health_route_key(self) -> str | None:
+        """The route `/health` probes: the default route, else the first one configured."""
+        return self.default_model_key or next(iter(self.routes), None)
+
+
+def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read `KEY=VALUE` lines; `#` comments, blank lines, `export ` and quotes are allowed."""
+    values: dict[str, str] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return values
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise SettingsError(f"{path}:{number}: expected KEY=VALUE, got {raw.strip()!r}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+class _Reader:
+    """Typed look-ups over the merged environment, raising `SettingsError` with the name."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
+
+    def raw(self, *names: str) -> tuple[str, str] | None:
+        """The first of `names` that is set to a non-empty value, with that name."""
+        for name in names:
+            value = self.values.get(name, "").strip()
+            if value:
+                return name, value
+        return None
+
+    def get(self, names: str | tuple[str, ...], cast: Callable[[str], T], default: T, expected: str) -> T:
+        found = self.raw(*((names,) if isinstance(names, str) else names))
+        if found is None:
+            return default
+        name, value = found
+        try:
+            return cast(value)
+        except (ValueError, TypeError):
+            raise SettingsError(f"{name}={value!r}: expected {expected}") from None
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        found = self.raw(name)
+        return found[1] if found else default
+
+    def csv(self, name: str) -> tuple[str, ...]:
+        found = self.raw(name)
+        if found is None:
+            return ()
+        return tuple(item.strip() for item in found[1].split(",") if item.strip())
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(value)
+
+
+def _ranged(kind: Callable[[str], float], low: float, high: float) -> Callable[[str], float]:
+    def cast(value: str) -> float:
+        number = kind(value)
+        if not low <= number <= high:
+            raise ValueError(value)
+        return number
+
+    return cast
+
+
+def _base_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{name}={value!r}: expected an http:// or https:// URL such as http://127.0.0.1:8000/v1")
+    return value.rstrip("/")
+
+
+def _routes(values: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    routes: dict[str, tuple[str, ...]] = {}
+    for name in sorted(values):
+        if not name.startswith(ROUTE_PREFIX) or not values[name].strip():
+            continue
+        key = name[len(ROUTE_PREFIX) :]
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
+            raise SettingsError(f"{name}: expected a route key of letters, digits, '_', '-' or '.'")
+        urls = tuple(_base_url(name, url.strip()) for url in values[name].split(",") if url.strip())
+        if len(set(urls)) != len(urls):
+            raise SettingsError(f"{name}={values[name]!r}: expected distinct replica URLs")
+        routes[key] = urls
+    if not routes and values.get("VLLM_BASE_URL", "").strip():
+        routes[LEGACY_ROUTE_KEY] = (_base_url("VLLM_BASE_URL", values["VLLM_BASE_URL"].strip()),)
+    return routes
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = ".env"
+) -> Settings:
+    """Build the settings from `environ` (default: `os.environ`) over the `env_file` values."""
+    values: dict[str, str] = read_env_file(env_file) if env_file else {}
+    values.update(os.environ if environ is None else environ)
+    env = _Reader(values)
+
+    def seconds(name: str, default: float, low: float = 0.001, high: float = 86400.0) -> float:
+        return env.get(name, _ranged(float, low, high), default, f"a number of seconds from {low:g} to {high:g}")
+
+    routes = _routes(values)
+    default_model_key = env.text("DEFAULT_MODEL_KEY")
+    if default_model_key is not None and default_model_key not in routes:
+        known = ", ".join(routes) or "none configured"
+        raise SettingsError(f"DEFAULT_MODEL_KEY={default_model_key!r}: expected one of the route keys ({known})")
+    allowed = env.csv("ALLOWED_MODELS")
+    total = seconds("TOTAL_TIMEOUT_SECONDS", 0.0, low=0.0)
+    log_level = (env.text("LOG_LEVEL") or "INFO").upper()
+    if log_level not in _LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL={log_level!r}: expected one of {', '.join(_LOG_LEVELS)}")
+    redis_url = env.text("REDIS_URL", Settings.redis_url) or Settings.redis_url
+    if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(f"REDIS_URL={redis_url!r}: expected a redis://, rediss:// or unix:// URL")
+
+    return Settings(
+        api_host=env.text("API_HOST", Settings.api_host) or Settings.api_host,
+        api_port=int(env.get(("API_PORT", "PORT"), _ranged(int, 1, 65535), 5050, "an integer from 1 to 65535")),
+        workers=int(
+            env.get(("WORKERS", "WEB_CONCURRENCY"), _ranged(int, 1, 512), os.cpu_count() or 1, "an integer from 1 to 512")
+        ),
+        log_level=log_level,
+        routes=routes,
+        default_model_key=default_model_key,
+        default_model_name=env.text("DEFAULT_MODEL_NAME"),
+        allowed_models=frozenset(allowed) if allowed else None,
+        models_cache_ttl_seconds=seconds("MODELS_CACHE_TTL_SECONDS", 10.0),
+        connect_timeout_seconds=seconds("CONNECT_TIMEOUT_SECONDS", 5.0),
+        read_timeout_seconds=seconds("READ_TIMEOUT_SECONDS", 120.0),
+        write_timeout_seconds=seconds("WRITE_TIMEOUT_SECONDS", 30.0),
+        total_timeout_seconds=total or None,
+        health_timeout_seconds=seconds("HEALTH_TIMEOUT_SECONDS", 1.5, high=1.9),
+        sse_heartbeat_seconds=seconds("SSE_HEARTBEAT_SECONDS", 15.0, low=0.05, high=3600.0),
+        max_body_bytes=int(
+            env.get("MAX_BODY_BYTES", _ranged(int, 1024, 1 << 30), 4 * 1024 * 1024, "a byte count from 1024 to 1073741824")
+        ),
+        graceful_shutdown_seconds=seconds("GRACEFUL_SHUTDOWN_SECONDS", 15.0, low=0.0),
+        api_keys=env.csv("API_KEY"),
+        auth_required=env.get("AUTH_REQUIRED", _boolean, True, "true or false"),
+        allow_origins=env.csv("ALLOW_ORIGINS") or Settings.allow_origins,
+        rate_limit_per_min=int(
+            env.get("RATE_LIMIT_PER_MIN", _ranged(int, 0, 10_000_000), 60, "a whole number of requests (0 turns it off)")
+        ),
+        trusted_proxies=env.csv("TRUSTED_PROXIES"),
+        prometheus_enable=env.get("PROMETHEUS_ENABLE", _boolean, True, "true or false"),
+        metrics_public=env.get("METRICS_PUBLIC", _boolean, False, "true or false"),
+        use_redis=env.get("USE_REDIS", _boolean, False, "true or false"),
+        redis_url=redis_url,
+        redis_prefix=env.text("REDIS_PREFIX", Settings.redis_prefix) or Settings.redis_prefix,
+    )

@@ -1,0 +1,133 @@
+"""
+The worker's connection pool to the vLLM servers, and the mapping of transport failures to
+gateway errors.
+
+One `httpx.AsyncClient` per worker, created when the worker starts and closed when it stops.
+Its pool has no cap on connections, because every open stream holds one; idle connections are
+kept for reuse. The four timeouts of the settings apply: connect, read (between two reads, so a
+long generation that keeps producing is never cut), write, and an optional total deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import AsyncIterator, Mapping
+
+import httpx
+import orjson
+
+from .errors import GatewayError, UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
+from .models_cache import ModelList
+from .settings import Settings
+
+__all__ = ["Upstream", "map_transport_error"]
+
+# Compressed upstream bodies would only cost a decompression before we relay them.
+_BASE_HEADERS = {"accept-encoding": "identity", "user-agent": "vllm-gateway"}
+_JSON_HEADERS = {**_BASE_HEADERS, "content-type": "application/json"}
+# `/models` listings feed routing decisions; a slow one must not hold requests for long.
+MODELS_READ_TIMEOUT_SECONDS = 10.0
+
+
+def map_transport_error(exc: Exception, route_key: str) -> GatewayError:
+    """The gateway error for an httpx failure while talking to `route_key`."""
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+        phase = {
+            httpx.ConnectTimeout: "connecting to",
+            httpx.ReadTimeout: "waiting for",
+            httpx.WriteTimeout: "sending to",
+            httpx.PoolTimeout: "waiting for a connection to",
+        }.get(type(exc), "waiting for")
+        return UpstreamTimeout(f"timed out {phase} the upstream of route {route_key!r}")
+    if isinstance(exc, (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.CloseError)):
+        return UpstreamUnavailable(f"the upstream of route {route_key!r} is unreachable ({_reason(exc)})")
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return UpstreamProtocolError(f"the upstream of route {route_key!r} broke the connection ({_reason(exc)})")
+    return UpstreamError(f"the upstream of route {route_key!r} failed ({_reason(exc)})")
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+class Upstream:
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.timeout = httpx.Timeout(
+            connect=settings.connect_timeout_seconds,
+            read=settings.read_timeout_seconds,
+            write=settings.write_timeout_seconds,
+            pool=settings.connect_timeout_seconds,
+        )
+        self.client = httpx.AsyncClient(
+            timeout=self.timeout,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=1024, keepalive_expiry=30.0),
+            follow_redirects=False,
+            # Proxy variables must not send loopback vLLM traffic through a corporate proxy.
+            trust_env=False,
+            transport=transport,
+        )
+        self._models_timeout = httpx.Timeout(
+            connect=settings.connect_timeout_seconds,
+            read=min(settings.read_timeout_seconds, MODELS_READ_TIMEOUT_SECONDS),
+            write=settings.write_timeout_seconds,
+            pool=settings.connect_timeout_seconds,
+        )
+        self._total = settings.total_timeout_seconds
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def post(self, route_key: str, url: str, body: bytes, request_id: str) -> httpx.Response:
+        """POST a JSON body and read the whole answer, whatever its status."""
+        headers = {**_JSON_HEADERS, "x-request-id": request_id}
+        try:
+            if self._total is None:
+                return await self.client.post(url, content=body, headers=headers)
+            async with asyncio.timeout(self._total):
+                return await self.client.post(url, content=body, headers=headers)
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise map_transport_error(exc, route_key) from exc
+
+    @contextlib.asynccontextmanager
+    async def stream(self, route_key: str, url: str, body: bytes, request_id: str) -> AsyncIterator[httpx.Response]:
+        """POST and yield the response once its headers arrived; leaving closes the connection."""
+        headers = {**_JSON_HEADERS, "x-request-id": request_id, "accept": "text/event-stream"}
+        request = self.client.build_request("POST", url, content=body, headers=headers)
+        try:
+            response = await self.client.send(request, stream=True)
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise map_transport_error(exc, route_key) from exc
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def list_models(self, url: str) -> ModelList | None:
+        """GET `{url}/models`; None if the upstream is down or answers with something unusable."""
+        started = time.perf_counter()
+        try:
+            response = await self.client.get(f"{url}/models", headers=_BASE_HEADERS, timeout=self._models_timeout)
+            if response.status_code != 200:
+                return None
+            data = orjson.loads(response.content)["data"]
+        except (httpx.HTTPError, orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+        if not isinstance(data, list) or not all(isinstance(item, dict) and "id" in item for item in data):
+            return None
+        return ModelList(models=tuple(data), latency_ms=round((time.perf_counter() - started) * 1000))
+
+    async def probe(self, url: str, timeout_seconds: float) -> str:
+        """`/health`'s view of one upstream: "ok", "unavailable" or "unknown"."""
+        try:
+            # httpx's timeouts are per phase; the probe needs one deadline for all of them.
+            async with asyncio.timeout(timeout_seconds):
+                response = await self.client.get(f"{url}/models", headers=_BASE_HEADERS, timeout=timeout_seconds)
+        except (httpx.HTTPError, TimeoutError):
+            return "unavailable"
+        if response.status_code == 200:
+            return "ok"
+        return "unavailable" if response.status_code >= 500 else "unknown"
+

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import SettingsError, load_settings, read_env_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_start_without_redis_or_upstream() -> None:
+    settings = load_settings({}, env_file=None)
+    assert settings.api_port == 5050
+    assert settings.api_host == "0.0.0.0"
+    assert settings.routes == {}
+    assert settings.use_redis is False
+    assert settings.models_cache_ttl_seconds == 10
+    assert settings.max_body_bytes == 4 * 1024 * 1024
+    assert settings.sse_heartbeat_seconds == 15
+    assert settings.rate_limit_per_min == 60
+    assert settings.prometheus_enable is True and settings.metrics_public is False
+    assert settings.redis_url == "redis://127.0.0.1:6379/0" and settings.redis_prefix == "gateway:"
+
+
+def test_routes_keep_their_key_as_written_and_split_replicas() -> None:
+    settings = load_settings(
+        {"MODEL_ROUTE_tiny": "http://127.0.0.1:8000/v1/", "MODEL_ROUTE_Big": "http://a:1/v1, http://b:2/v1"},
+        env_file=None,
+    )
+    assert settings.routes == {"Big": ("http://a:1/v1", "http://b:2/v1"), "tiny": ("http://127.0.0.1:8000/v1",)}
+
+
+def test_vllm_base_url_is_the_default_route_only_without_model_routes() -> None:
+    assert load_settings({"VLLM_BASE_URL": "http://h:1/v1"}, env_file=None).routes == {"default": ("http://h:1/v1",)}
+    both = load_settings({"VLLM_BASE_URL": "http://h:1/v1", "MODEL_ROUTE_x": "http://x:1/v1"}, env_file=None)
+    assert both.routes == {"x": ("http://x:1/v1",)}
+
+
+def test_port_falls_back_to_port_and_workers_to_web_concurrency() -> None:
+    settings = load_settings({"PORT": "8080", "WEB_CONCURRENCY": "3"}, env_file=None)
+    assert (settings.api_port, settings.workers) == (8080, 3)
+    settings = load_settings({"API_PORT": "9000", "PORT": "8080", "WORKERS": "2", "WEB_CONCURRENCY": "3"}, env_file=None)
+    assert (settings.api_port, settings.workers) == (9000, 2)
+
+
+def test_csv_values() -> None:
+    settings = load_settings(
+        {"API_KEY": "k1, k2", "ALLOWED_MODELS": "a,b", "ALLOW_ORIGINS": "http://x.test,http://y.test"}, env_file=None
+    )
+    assert settings.api_keys == ("k1", "k2")
+    assert settings.allowed_models == frozenset({"a", "b"})
+    assert settings.allow_origins == ("http://x.test", "http://y.test")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"API_PORT": "http"}, "API_PORT"),
+        ({"API_PORT": "70000"}, "API_PORT"),
+        ({"WORKERS": "0"}, "WORKERS"),
+        ({"READ_TIMEOUT_SECONDS": "soon"}, "READ_TIMEOUT_SECONDS"),
+        ({"USE_REDIS": "maybe"}, "USE_REDIS"),
+        ({"MODEL_ROUTE_x": "localhost:8000/v1"}, "MODEL_ROUTE_x"),
+        ({"VLLM_BASE_URL": "127.0.0.1:8000"}, "VLLM_BASE_URL"),
+        ({"MODEL_ROUTE_x": "http://a/v1", "DEFAULT_MODEL_KEY": "y"}, "DEFAULT_MODEL_KEY"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL"),
+        ({"RATE_LIMIT_PER_MIN": "-1"}, "RATE_LIMIT_PER_MIN"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env, env_file=None)
+    assert str(caught.value).startswith(named)
+    assert "expected" in str(caught.value)
+
+
+def test_environment_wins_over_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# comment\nexport API_PORT=6000\nLOG_LEVEL='debug'\nDEFAULT_MODEL_NAME=\"tiny\" \nRATE_LIMIT_PER_MIN=5 # five\n"
+    )
+    assert read_env_file(env_file)["DEFAULT_MODEL_NAME"] == "tiny"
+    settings = load_settings({"API_PORT": "7000"}, env_file=env_file)
+    assert settings.api_port == 7000
+    assert settings.log_level == "DEBUG"
+    assert settings.rate_limit_per_min == 5
+
+
+def test_malformed_env_file_line_is_reported(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("API_PORT 5050\n")
+    with pytest.raises(SettingsError, match=r"\.env:1"):
+        load_settings({}, env_file=env_file)
+
+
+def test_bad_setting_stops_start_up_with_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway"],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "API_PORT": "fifty"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "gateway: invalid configuration: API_PORT='fifty': expected an integer from 1 to 65535"
+    ]
