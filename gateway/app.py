@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
     app.on_request(_assign_request_id, priority=1000)
     app.on_response(_echo_request_id, priority=1000)
     app.before_server_start(_start_services)
+    app.before_server_stop(_drain_streams)
     app.after_server_stop(_stop_services)
     return app
 
@@ -103,6 +104,13 @@ async def _start_services(app: Sanic) -> None:
     app.ctx.upstream = upstream
     app.ctx.redis = store
     app.ctx.proxy = Proxy(settings, Router(settings, models), upstream)
+
+
+async def _drain_streams(app: Sanic) -> None:
+    # Sanic lets in-flight requests run for GRACEFUL_SHUTDOWN_TIMEOUT, then aborts their
+    # connections. Streams still open just before that end with an in-band error instead.
+    grace = app.ctx.settings.graceful_shutdown_seconds
+    app.ctx.proxy.end_streams_after(max(grace - 0.5, 0.0))
 
 
 async def _stop_services(app: Sanic) -> None:

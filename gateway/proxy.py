@@ -4,6 +4,7 @@ The service behind the blueprints: route a request, call its upstream, build the
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from typing import Any
@@ -14,6 +15,7 @@ from sanic import HTTPResponse, Request
 from .models_cache import ModelList
 from .routing import Route, Router
 from .settings import Settings
+from .sse import StreamRelay
 from .upstream import Upstream
 
 __all__ = ["Proxy"]
@@ -28,6 +30,7 @@ class Proxy:
         # one: the client's id, then this worker's pid and a counter.
         self._attempt_prefix = f"{os.getpid():x}"
         self._attempts = itertools.count(1)
+        self.streams: set[StreamRelay] = set()
 
     def attempt_id(self, request_id: str) -> str:
         return f"{request_id}-{self._attempt_prefix}{next(self._attempts):x}"
@@ -51,6 +54,37 @@ class Proxy:
             status=upstream.status_code,
             content_type=upstream.headers.get("content-type", "application/json"),
         )
+
+    async def stream(
+        self, request: Request, endpoint: str, body: bytes, *, model_key: str | None, model: str | None
+    ) -> HTTPResponse | None:
+        """Relay a streaming request as SSE; returns a response only if the stream never started."""
+        route = await self.route(request, model_key, model)
+        url = route.urls[0] + endpoint
+        attempt_id = self.attempt_id(request.ctx.request_id)
+        relay = StreamRelay(
+            request,
+            route.key,
+            lambda: self.upstream.open_stream(url, body, attempt_id),
+            heartbeat_seconds=self.settings.sse_heartbeat_seconds,
+            total_timeout_seconds=self.settings.total_timeout_seconds,
+        )
+        self.streams.add(relay)
+        try:
+            return await relay.run()
+        finally:
+            self.streams.discard(relay)
+            request.ctx.upstream_status = relay.upstream_status
+
+    def end_streams_after(self, seconds: float) -> asyncio.Task[None]:
+        """At shutdown: streams still running after `seconds` end with an in-band error."""
+
+        async def deadline() -> None:
+            await asyncio.sleep(seconds)
+            for relay in list(self.streams):
+                relay.shutdown()
+
+        return asyncio.ensure_future(deadline())
 
     def api_body(self, fields: dict[str, Any]) -> bytes:
         """Serialise an `/api` body, naming `DEFAULT_MODEL_NAME` when the client named no model."""

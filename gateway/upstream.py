@@ -11,9 +11,7 @@ long generation that keeps producing is never cut), write, and an optional total
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from typing import AsyncIterator, Mapping
 
 import httpx
 import orjson
@@ -91,19 +89,14 @@ class Upstream:
         except (httpx.HTTPError, TimeoutError) as exc:
             raise map_transport_error(exc, route_key) from exc
 
-    @contextlib.asynccontextmanager
-    async def stream(self, route_key: str, url: str, body: bytes, request_id: str) -> AsyncIterator[httpx.Response]:
-        """POST and yield the response once its headers arrived; leaving closes the connection."""
+    async def open_stream(self, url: str, body: bytes, request_id: str) -> httpx.Response:
+        """POST and return the response as soon as its headers arrived, body unread.
+
+        httpx errors are raised as they are: the SSE relay maps them, since what a failure
+        means for the client depends on whether its stream has started.
+        """
         headers = {**_JSON_HEADERS, "x-request-id": request_id, "accept": "text/event-stream"}
-        request = self.client.build_request("POST", url, content=body, headers=headers)
-        try:
-            response = await self.client.send(request, stream=True)
-        except (httpx.HTTPError, TimeoutError) as exc:
-            raise map_transport_error(exc, route_key) from exc
-        try:
-            yield response
-        finally:
-            await response.aclose()
+        return await self.client.send(self.client.build_request("POST", url, content=body, headers=headers), stream=True)
 
     async def list_models(self, url: str) -> ModelList | None:
         """GET `{url}/models`; None if the upstream is down or answers with something unusable."""

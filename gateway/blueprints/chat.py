@@ -19,3 +19,17 @@ async def chat(request: Request) -> HTTPResponse:
         model_key=payload.model_key,
         model=payload.model,
     )
+
+
+@bp.post("/chat/stream")
+async def chat_stream(request: Request) -> HTTPResponse | None:
+    """The same chat, as server-sent events with heartbeats, ending with `data: [DONE]`."""
+    proxy = request.app.ctx.proxy
+    payload = ApiChat.parse(request.body, request.headers.get("x-model-key"), stream=True)
+    return await proxy.stream(
+        request,
+        "/chat/completions",
+        proxy.api_body(payload.upstream_body),
+        model_key=payload.model_key,
+        model=payload.model,
+    )

@@ -14,20 +14,20 @@ async def models(request: Request) -> HTTPResponse:
     return json(await request.app.ctx.proxy.openai_models())
 
 
-async def _forward(request: Request, endpoint: str) -> HTTPResponse:
+async def _forward(request: Request, endpoint: str) -> HTTPResponse | None:
     payload = OpenAIBody.parse(request.body)
-    return await request.app.ctx.proxy.complete(
-        request, endpoint, request.body, model_key=request.headers.get("x-model-key"), model=payload.model
-    )
+    proxy = request.app.ctx.proxy
+    relay = proxy.stream if payload.stream else proxy.complete
+    return await relay(request, endpoint, request.body, model_key=request.headers.get("x-model-key"), model=payload.model)
 
 
 @bp.post("/chat/completions")
-async def chat_completions(request: Request) -> HTTPResponse:
+async def chat_completions(request: Request) -> HTTPResponse | None:
     return await _forward(request, "/chat/completions")
 
 
 @bp.post("/completions")
-async def completions(request: Request) -> HTTPResponse:
+async def completions(request: Request) -> HTTPResponse | None:
     return await _forward(request, "/completions")
 
 

@@ -1,0 +1,230 @@
+"""
+The SSE relay: upstream events to the client as they arrive, with heartbeats and in-band errors.
+
+How one stream goes:
+
+1. The upstream request is sent in a task. If its response headers come within one heartbeat
+   interval, an error status is relayed as a normal JSON response (status and body unchanged);
+   a success starts the client's `text/event-stream` response, whose headers go out at once.
+   If they do not come in time (slow prefill, a queue), the client's stream starts anyway with
+   a `: keepalive` comment, so that no client or proxy sees a silent connection; any error
+   after that point is sent in-band.
+2. Upstream bytes are forwarded as they arrive, whole events only (an event cut across two
+   network reads waits for its end), never re-framed or parsed.
+3. A timer sends `: keepalive` whenever nothing was written for `SSE_HEARTBEAT_SECONDS`. It is
+   one task per stream that sleeps, not a task per chunk, so relaying costs nothing extra.
+4. Failure after the start (upstream dropped, read timeout between chunks, the total deadline,
+   shutdown): `event: error` with the JSON error envelope, then `data: [DONE]`, then the end.
+   A stream ends with `data: [DONE]` exactly once.
+5. The client hanging up cancels the handler; leaving the upstream context closes the upstream
+   connection at once, which makes vLLM abort the generation and free its slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable
+
+import httpx
+import orjson
+from sanic import HTTPResponse, Request
+from sanic.response.types import HTTPResponse as StreamingResponse
+
+from .errors import GatewayError, UpstreamError, UpstreamTimeout, error_body
+from .upstream import map_transport_error
+
+__all__ = ["SSE_HEADERS", "StreamRelay"]
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+KEEPALIVE = b": keepalive\n\n"
+DONE = b"data: [DONE]\n\n"
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n")
+
+
+def _complete_events(buffer: bytes) -> int:
+    """The length of the prefix of `buffer` that is made of whole SSE events."""
+    end = 0
+    for marker in _EVENT_ENDS:
+        found = buffer.rfind(marker)
+        if found >= 0:
+            end = max(end, found + len(marker))
+    return end
+
+
+def in_band_error(error: GatewayError) -> bytes:
+    return b"event: error\ndata: " + error.to_json() + b"\n\n" + DONE
+
+
+def upstream_error_event(status: int, body: bytes, route_key: str) -> bytes:
+    """An upstream error status met after the stream started, as an in-band error event."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        return b"event: error\ndata: " + orjson.dumps(parsed) + b"\n\n" + DONE
+    message = f"the upstream of route {route_key!r} answered HTTP {status}"
+    return b"event: error\ndata: " + error_body(message, "upstream_error", f"upstream_http_{status}") + b"\n\n" + DONE
+
+
+def _ends_with_done(events: bytes) -> bool:
+    return events.rstrip().endswith(b"data: [DONE]")
+
+
+class StreamRelay:
+    """One client stream. `run()` returns a JSON response only when the stream never started."""
+
+    def __init__(
+        self,
+        request: Request,
+        route_key: str,
+        opener: Callable[[], Awaitable[httpx.Response]],
+        heartbeat_seconds: float,
+        total_timeout_seconds: float | None,
+        on_first_chunk: Callable[[float], None] | None = None,
+        on_usage: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.request = request
+        self.route_key = route_key
+        self._opener = opener
+        self._heartbeat = heartbeat_seconds
+        self._total = total_timeout_seconds
+        self._on_first_chunk = on_first_chunk
+        self._on_usage = on_usage
+        self.response: StreamingResponse | None = None
+        self.upstream_status: int | None = None
+        self._beats: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._shutting_down = False
+        self._last_write = 0.0
+        self._started_at = time.perf_counter()
+
+    @property
+    def started(self) -> bool:
+        return self.response is not None
+
+    def shutdown(self) -> None:
+        """End the stream now with an in-band error (the server's graceful period is over)."""
+        if self._task is not None and not self._task.done():
+            self._shutting_down = True
+            self._task.cancel()
+
+    async def run(self) -> HTTPResponse | None:
+        self._task = asyncio.current_task()
+        opening = asyncio.ensure_future(self._opener())
+        upstream: httpx.Response | None = None
+        try:
+            async with asyncio.timeout(self._total):
+                done, _ = await asyncio.wait({opening}, timeout=self._heartbeat)
+                if not done:
+                    await self._start()
+                    await self._write(KEEPALIVE)
+                try:
+                    upstream = await opening
+                except httpx.HTTPError as exc:
+                    raise map_transport_error(exc, self.route_key) from exc
+                self.upstream_status = upstream.status_code
+                content_type = upstream.headers.get("content-type", "")
+                if upstream.status_code != 200 or not content_type.startswith("text/event-stream"):
+                    body = await upstream.aread()
+                    if not self.started:
+                        return HTTPResponse(body, status=upstream.status_code, content_type=content_type or None)
+                    await self._finish(upstream_error_event(upstream.status_code, body, self.route_key))
+                    return None
+                if not self.started:
+                    await self._start()
+                    await self._write(b"")  # flush the headers now, not with the first token
+                await self._relay(upstream)
+        except GatewayError as error:
+            if not self.started:
+                raise
+            await self._finish(in_band_error(error))
+        except TimeoutError:
+            error = UpstreamTimeout(f"the stream from route {self.route_key!r} exceeded TOTAL_TIMEOUT_SECONDS")
+            if not self.started:
+                raise error from None
+            await self._finish(in_band_error(error))
+        except asyncio.CancelledError:
+            if not self._shutting_down:
+                raise  # the client hung up: nothing more to send
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            await self._finish(in_band_error(UpstreamError("the gateway is shutting down", code="shutting_down")))
+        finally:
+            self._stop_beats()
+            if not opening.done():
+                opening.cancel()
+                await asyncio.gather(opening, return_exceptions=True)
+            if upstream is None and not opening.cancelled() and opening.exception() is None:
+                upstream = opening.result()
+            if upstream is not None:
+                await upstream.aclose()
+        return None
+
+    async def _start(self) -> None:
+        self.response = await self.request.respond(status=200, headers=SSE_HEADERS, content_type=SSE_CONTENT_TYPE)
+        self._beats = asyncio.ensure_future(self._beat())
+
+    def _stop_beats(self) -> None:
+        if self._beats is not None:
+            self._beats.cancel()
+            self._beats = None
+
+    async def _write(self, data: bytes) -> None:
+        self._last_write = time.monotonic()
+        await self.response.send(data)  # type: ignore[union-attr]
+
+    async def _finish(self, tail: bytes) -> None:
+        self._stop_beats()  # no keepalive may follow the end of the stream
+        if self.response is not None:
+            await self.response.send(tail, end_stream=True)
+
+    async def _beat(self) -> None:
+        """Write a keepalive comment whenever nothing was written for one interval."""
+        while True:
+            idle = time.monotonic() - self._last_write
+            if idle >= self._heartbeat:
+                await self._write(KEEPALIVE)
+                idle = 0.0
+            await asyncio.sleep(self._heartbeat - idle)
+
+    async def _relay(self, upstream: httpx.Response) -> None:
+        pending = b""
+        previous = b""
+        first = True
+        try:
+            async for chunk in upstream.aiter_raw():
+                pending += chunk
+                end = _complete_events(pending)
+                if not end:
+                    continue
+                events, pending = pending[:end], pending[end:]
+                if first:
+                    first = False
+                    if self._on_first_chunk is not None:
+                        self._on_first_chunk(time.perf_counter() - self._started_at)
+                if _ends_with_done(events):
+                    await self._finish(events)
+                    self._report_usage(previous, events)
+                    return
+                await self._write(events)
+                previous = events
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc, self.route_key) from exc
+        if pending.strip():
+            raise UpstreamError(
+                f"the stream from route {self.route_key!r} ended in the middle of an event",
+                code="upstream_protocol_error",
+            )
+        # The upstream ended cleanly but without [DONE]; clients still get exactly one.
+        await self._finish(DONE)
+
+    def _report_usage(self, previous: bytes, last: bytes) -> None:
+        """Pass on the events just before [DONE], where vLLM puts the usage (include_usage)."""
+        if self._on_usage is None:
+            return
+        before = last[: last.rstrip().rfind(b"data: [DONE]")]
+        candidate = before if before.strip() else previous
+        if b'"usage"' in candidate:
+            self._on_usage(candidate)
