@@ -7,22 +7,11 @@ the `AppLoader` (a plain `app.run(workers=N)` here would leave the spawned worke
 
 from __future__ import annotations
 
-import resource
-
 from sanic import Sanic
 from sanic.worker.loader import AppLoader
 
 from .app import create_app, load_or_exit
-
-# Every open stream holds two sockets (client and upstream); 10,000 streams need room.
-WANTED_OPEN_FILES = 65536
-
-
-def raise_open_file_limit(wanted: int = WANTED_OPEN_FILES) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+from .server import raise_open_file_limit
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from .models_cache import ModelsCache
 from .proxy import Proxy
 from .redis_store import RedisStore, connect_redis
 from .routing import Router
+from .server import shield_worker_manager_from_signals
 from .settings import Settings, SettingsError, load_settings
 from .upstream import Upstream
 
@@ -42,6 +43,8 @@ def load_or_exit() -> Settings:
 
 def create_app(settings: Settings | None = None) -> Sanic:
     settings = settings or load_or_exit()
+    # Here rather than in __main__, so that `sanic gateway.app:create_app --factory` has it too.
+    shield_worker_manager_from_signals()
     app = Sanic(APP_NAME, dumps=orjson.dumps, loads=orjson.loads, error_handler=GatewayErrorHandler())
     app.ctx.settings = settings
     _configure(app, settings)
@@ -110,11 +113,14 @@ async def _drain_streams(app: Sanic) -> None:
     # Sanic lets in-flight requests run for GRACEFUL_SHUTDOWN_TIMEOUT, then aborts their
     # connections. Streams still open just before that end with an in-band error instead.
     grace = app.ctx.settings.graceful_shutdown_seconds
-    app.ctx.proxy.end_streams_after(max(grace - 0.5, 0.0))
+    app.ctx.stream_deadline = app.ctx.proxy.end_streams_after(max(grace - 0.5, 0.0))
 
 
 async def _stop_services(app: Sanic) -> None:
     # after_server_stop: in-flight handlers have finished or been cancelled by now.
+    deadline = getattr(app.ctx, "stream_deadline", None)
+    if deadline is not None:
+        deadline.cancel()
     await app.ctx.upstream.aclose()
     if app.ctx.redis is not None:
         await app.ctx.redis.aclose()

@@ -1,0 +1,56 @@
+"""
+Serving with several worker processes: what the main process does before and around Sanic's
+worker manager.
+"""
+
+from __future__ import annotations
+
+import functools
+import resource
+import signal
+from typing import Any, Callable
+
+from sanic.worker.manager import WorkerManager
+
+__all__ = ["raise_open_file_limit", "shield_worker_manager_from_signals"]
+
+# Every open stream holds two sockets (client and upstream); 10,000 streams need room.
+WANTED_OPEN_FILES = 65536
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def raise_open_file_limit(wanted: int = WANTED_OPEN_FILES) -> None:
+    """Raise the soft limit on open files as far as the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _signals_deferred(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def deferred(*args: Any, **kwargs: Any) -> Any:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a deferred signal is handled here
+
+    deferred.__gateway_shielded__ = True  # type: ignore[attr-defined]
+    return deferred
+
+
+def shield_worker_manager_from_signals() -> None:
+    """Let SIGTERM/SIGINT reach Sanic's worker manager only between its calls to its state store.
+
+    The manager keeps worker states in a `multiprocessing.Manager` dict, and its signal handler
+    writes to that dict too. A signal that arrives while the main thread is in the middle of a
+    call to it (as it is while waiting for the workers' start-up acknowledgements) re-enters the
+    same connection and hangs the main process for good (Sanic 25.12: a SIGTERM within about a
+    second of start-up never exits). Blocking the two signals around those calls defers them by
+    milliseconds instead, and they are handled as soon as the call returns.
+    """
+    for name in ("wait_for_ack", "_sync_states", "_cleanup_non_tracked_workers"):
+        method = getattr(WorkerManager, name)
+        if not getattr(method, "__gateway_shielded__", False):
+            setattr(WorkerManager, name, _signals_deferred(method))
