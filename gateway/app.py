@@ -1,35 +1,51 @@
 """
 `create_app()`: the Sanic application with its blueprints, middleware and listeners.
 
-It is the factory every worker process runs (`python -m gateway` passes it to Sanic's worker
-manager; `sanic gateway.app:create_app --factory -w N` does the same), so everything here is
-built once per worker, never per request.
+It is the factory every process runs (`python -m gateway` hands it to Sanic's worker manager;
+`sanic gateway.app:create_app --factory -w N` does the same), so everything is built once per
+process, never per request. Where things live:
+
+- main process (`main_process_start`): the shared-memory rate-limit table and the Prometheus
+  multiprocess folder, both of which must exist before the workers are spawned;
+- each worker (`before_server_start`): the upstream connection pool, the Redis client, the
+  models cache, the limiter, and the proxy service that the blueprints call.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+import time
 import uuid
 
 import orjson
 from sanic import HTTPResponse, Request, Sanic
+from sanic_ext import Extend
 
-from . import blueprints
+from . import blueprints, metrics as metrics_module
+from .access import record_request
+from .client_ip import ClientIP, parse_networks
 from .errors import GatewayErrorHandler
-from .models_cache import ModelsCache
+from .guard import Guard
+from .logs import log_config
+from .metrics import metrics
+from .models_cache import ModelList, ModelsCache
 from .proxy import Proxy
+from .ratelimit import LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_shared_table
 from .redis_store import RedisStore, connect_redis
 from .routing import Router
 from .server import shield_worker_manager_from_signals
 from .settings import Settings, SettingsError, load_settings
 from .upstream import Upstream
 
-__all__ = ["create_app", "APP_NAME"]
+__all__ = ["APP_NAME", "create_app", "load_or_exit"]
 
 APP_NAME = "gateway"
 # Incoming request ids are echoed and logged, so only a safe, bounded alphabet is accepted.
 _valid_request_id = re.compile(r"[A-Za-z0-9._:\-]{1,128}").fullmatch
+# Headers browsers may send and read across origins (`*` would not cover Authorization).
+CORS_ALLOW_HEADERS = "authorization,content-type,x-api-key,x-request-id,x-model-key"
+CORS_EXPOSE_HEADERS = "x-request-id,retry-after,x-ratelimit-limit,x-ratelimit-remaining,x-ratelimit-reset"
 
 
 def load_or_exit() -> Settings:
@@ -45,13 +61,26 @@ def create_app(settings: Settings | None = None) -> Sanic:
     settings = settings or load_or_exit()
     # Here rather than in __main__, so that `sanic gateway.app:create_app --factory` has it too.
     shield_worker_manager_from_signals()
-    app = Sanic(APP_NAME, dumps=orjson.dumps, loads=orjson.loads, error_handler=GatewayErrorHandler())
+    app = Sanic(
+        APP_NAME,
+        dumps=orjson.dumps,
+        loads=orjson.loads,
+        error_handler=GatewayErrorHandler(),
+        log_config=log_config(settings.log_level),
+    )
     app.ctx.settings = settings
+    # A per-process limiter for single-process runs (tests), where no main process prepares
+    # the shared table; built here so it outlives sanic-testing's per-request server restarts.
+    app.ctx.local_limiter = LocalLimiter(settings.rate_limit_per_min) if settings.rate_limit_per_min else None
     _configure(app, settings)
     for blueprint in blueprints.all_blueprints:
         app.blueprint(blueprint)
-    app.on_request(_assign_request_id, priority=1000)
-    app.on_response(_echo_request_id, priority=1000)
+    if settings.prometheus_enable:
+        app.blueprint(blueprints.metrics)
+    app.on_request(_begin_request, priority=1000)
+    app.on_response(_end_request, priority=1000)
+    app.main_process_start(_prepare_shared_state)
+    app.main_process_stop(_remove_shared_state)
     app.before_server_start(_start_services)
     app.before_server_stop(_drain_streams)
     app.after_server_stop(_stop_services)
@@ -73,30 +102,78 @@ def _configure(app: Sanic, settings: Settings) -> None:
         ACCESS_LOG=False,
         NOISY_EXCEPTIONS=False,
         MOTD=False,
+        AUTO_EXTEND=False,
+        CORS_ORIGINS=",".join(settings.allow_origins),
+        CORS_ALLOW_HEADERS=CORS_ALLOW_HEADERS,
+        CORS_EXPOSE_HEADERS=CORS_EXPOSE_HEADERS,
+        CORS_MAX_AGE=600,
+        OAS_TITLE="vLLM gateway",
+        OAS_DESCRIPTION="One stable, OpenAI-compatible API in front of several vLLM servers.",
+        OAS_VERSION="0.1.0",
     )
+    # Explicitly, not through AUTO_EXTEND: that one silently does nothing when sanic-ext cannot
+    # be imported (sanic-ext 25.12 without pydantic), taking CORS and the docs away unnoticed.
+    Extend(app)
 
 
-async def _assign_request_id(request: Request) -> None:
+async def _begin_request(request: Request) -> None:
+    ctx = request.ctx
+    ctx.started = time.perf_counter()
     incoming = request.headers.get("x-request-id")
-    request.ctx.request_id = incoming if incoming and _valid_request_id(incoming) else uuid.uuid4().hex
-    request.ctx.route_key = None
-    request.ctx.model = None
-    request.ctx.upstream_status = None
+    ctx.request_id = incoming if incoming and _valid_request_id(incoming) else uuid.uuid4().hex
+    ctx.route_key = ctx.model = ctx.upstream_status = ctx.rate = None
+    ctx.streaming = False
+    await request.app.ctx.guard.admit(request)
 
 
-async def _echo_request_id(request: Request, response: HTTPResponse) -> None:
-    request_id = getattr(request.ctx, "request_id", None)
+async def _end_request(request: Request, response: HTTPResponse) -> None:
+    ctx = request.ctx
+    request_id = getattr(ctx, "request_id", None)
     if request_id is None:  # the request failed before the request middleware ran
-        request_id = request.ctx.request_id = uuid.uuid4().hex
-    response.headers["x-request-id"] = request_id
+        request_id = ctx.request_id = uuid.uuid4().hex
+    headers = response.headers
+    headers["x-request-id"] = request_id
+    rate = getattr(ctx, "rate", None)
+    if rate is not None:
+        headers.update(rate.headers())
+    if not getattr(ctx, "streaming", False):  # a stream is recorded when it ends
+        record_request(request, response.status)
+
+
+def _prepare_shared_state(app: Sanic) -> None:
+    settings: Settings = app.ctx.settings
+    if settings.prometheus_enable:
+        metrics_module.prepare_multiprocess_dir()
+    if settings.rate_limit_per_min:
+        app.shared_ctx.rate_table = create_shared_table()
+
+
+def _remove_shared_state(app: Sanic) -> None:
+    metrics_module.remove_multiprocess_dir()
+
+
+def _local_limiter(app: Sanic, limit: int) -> LocalLimiter | SharedMemoryLimiter:
+    table = getattr(app.shared_ctx, "rate_table", None)
+    return SharedMemoryLimiter(limit, table) if table is not None else app.ctx.local_limiter
 
 
 async def _start_services(app: Sanic) -> None:
     settings: Settings = app.ctx.settings
     upstream = Upstream(settings)
-    store = RedisStore(connect_redis(settings.redis_url), settings.redis_prefix) if settings.use_redis else None
+    store = None
+    if settings.use_redis:
+        store = RedisStore(
+            connect_redis(settings.redis_url),
+            settings.redis_prefix,
+            on_fallback=lambda purpose: metrics.redis_fallbacks.labels(purpose).inc(),
+        )
 
-    async def list_route(route_key: str):  # noqa: ANN202 - the cache's Fetch signature
+    limiter = None
+    if settings.rate_limit_per_min:
+        local = _local_limiter(app, settings.rate_limit_per_min)
+        limiter = RedisLimiter(settings.rate_limit_per_min, store, local) if store else local
+
+    async def list_route(route_key: str) -> ModelList | None:
         for url in settings.routes[route_key]:
             listing = await upstream.list_models(url)
             if listing is not None:
@@ -106,6 +183,7 @@ async def _start_services(app: Sanic) -> None:
     models = ModelsCache(list_route, settings.models_cache_ttl_seconds, store)
     app.ctx.upstream = upstream
     app.ctx.redis = store
+    app.ctx.guard = Guard(settings, limiter, ClientIP(parse_networks(settings.trusted_proxies)))
     app.ctx.proxy = Proxy(settings, Router(settings, models), upstream)
 
 
@@ -124,3 +202,4 @@ async def _stop_services(app: Sanic) -> None:
     await app.ctx.upstream.aclose()
     if app.ctx.redis is not None:
         await app.ctx.redis.aclose()
+    metrics_module.mark_worker_stopped()

@@ -7,11 +7,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 from typing import Any
 
 import orjson
 from sanic import HTTPResponse, Request
 
+from .access import CLIENT_CLOSED, record_request
+from .errors import GatewayError
+from .metrics import metrics
 from .models_cache import ModelList
 from .routing import Route, Router
 from .settings import Settings
@@ -45,13 +49,29 @@ class Proxy:
         self, request: Request, endpoint: str, body: bytes, *, model_key: str | None, model: str | None
     ) -> HTTPResponse:
         """Forward a non-streaming request; the upstream's status and body come back unchanged."""
-        route = await self.route(request, model_key, model)
-        url = route.urls[0] + endpoint
-        upstream = await self.upstream.post(route.key, url, body, self.attempt_id(request.ctx.request_id))
-        request.ctx.upstream_status = upstream.status_code
+        try:
+            route = await self.route(request, model_key, model)
+            started = time.perf_counter()
+            try:
+                upstream = await self.upstream.post(
+                    route.key, route.urls[0] + endpoint, body, self.attempt_id(request.ctx.request_id)
+                )
+            except GatewayError as error:
+                metrics.upstream_errors.labels(route.key, error.code.removeprefix("upstream_")).inc()
+                raise
+        except asyncio.CancelledError:
+            record_request(request, CLIENT_CLOSED)
+            raise
+        status = request.ctx.upstream_status = upstream.status_code
+        model_label = (request.ctx.model or "") if status < 400 else ""
+        metrics.upstream_duration.labels(route.key, model_label).observe(time.perf_counter() - started)
+        if status == 200:
+            metrics.count_tokens(route.key, model_label, upstream.content)
+        elif status >= 500:
+            metrics.upstream_errors.labels(route.key, f"http_{status}").inc()
         return HTTPResponse(
             upstream.content,
-            status=upstream.status_code,
+            status=status,
             content_type=upstream.headers.get("content-type", "application/json"),
         )
 
@@ -59,22 +79,52 @@ class Proxy:
         self, request: Request, endpoint: str, body: bytes, *, model_key: str | None, model: str | None
     ) -> HTTPResponse | None:
         """Relay a streaming request as SSE; returns a response only if the stream never started."""
-        route = await self.route(request, model_key, model)
+        try:
+            route = await self.route(request, model_key, model)
+        except asyncio.CancelledError:
+            record_request(request, CLIENT_CLOSED)
+            raise
         url = route.urls[0] + endpoint
         attempt_id = self.attempt_id(request.ctx.request_id)
+        model_label = request.ctx.model or ""
         relay = StreamRelay(
             request,
             route.key,
             lambda: self.upstream.open_stream(url, body, attempt_id),
             heartbeat_seconds=self.settings.sse_heartbeat_seconds,
             total_timeout_seconds=self.settings.total_timeout_seconds,
+            on_first_chunk=lambda: metrics.first_chunk.labels(route.key).observe(
+                time.perf_counter() - request.ctx.started
+            ),
+            on_usage=lambda events: metrics.count_tokens(route.key, model_label, events),
         )
+        request.ctx.streaming = True  # the response middleware runs when the stream starts
         self.streams.add(relay)
+        metrics.active_streams.inc()
+        started = time.perf_counter()
         try:
             return await relay.run()
+        except GatewayError as error:
+            relay.error = error
+            raise
+        except asyncio.CancelledError:
+            if not relay.started:
+                record_request(request, CLIENT_CLOSED)
+            raise
         finally:
+            metrics.active_streams.dec()
             self.streams.discard(relay)
             request.ctx.upstream_status = relay.upstream_status
+            request.ctx.streaming = relay.started
+            if relay.error is not None:
+                metrics.upstream_errors.labels(route.key, relay.error.code.removeprefix("upstream_")).inc()
+            elif relay.upstream_status is not None and relay.upstream_status >= 500:
+                metrics.upstream_errors.labels(route.key, f"http_{relay.upstream_status}").inc()
+            metrics.upstream_duration.labels(route.key, model_label if relay.started else "").observe(
+                time.perf_counter() - started
+            )
+            if relay.started:
+                record_request(request, 200)
 
     def end_streams_after(self, seconds: float) -> asyncio.Task[None]:
         """At shutdown: streams still running after `seconds` end with an in-band error."""

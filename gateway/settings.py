@@ -12,6 +12,7 @@ checked here, so a bad value stops start-up with one line that names the variabl
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -217,6 +218,14 @@ def load_settings(
     log_level = (env.text("LOG_LEVEL") or "INFO").upper()
     if log_level not in _LOG_LEVELS:
         raise SettingsError(f"LOG_LEVEL={log_level!r}: expected one of {', '.join(_LOG_LEVELS)}")
+    trusted_proxies = env.csv("TRUSTED_PROXIES")
+    for proxy in trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"TRUSTED_PROXIES={proxy!r}: expected IP addresses or CIDR networks, such as 127.0.0.1,10.0.0.0/8"
+            ) from None
     redis_url = env.text("REDIS_URL", Settings.redis_url) or Settings.redis_url
     if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
         raise SettingsError(f"REDIS_URL={redis_url!r}: expected a redis://, rediss:// or unix:// URL")
@@ -249,7 +258,7 @@ def load_settings(
         rate_limit_per_min=int(
             env.get("RATE_LIMIT_PER_MIN", _ranged(int, 0, 10_000_000), 60, "a whole number of requests (0 turns it off)")
         ),
-        trusted_proxies=env.csv("TRUSTED_PROXIES"),
+        trusted_proxies=trusted_proxies,
         prometheus_enable=env.get("PROMETHEUS_ENABLE", _boolean, True, "true or false"),
         metrics_public=env.get("METRICS_PUBLIC", _boolean, False, "true or false"),
         use_redis=env.get("USE_REDIS", _boolean, False, "true or false"),

@@ -83,7 +83,7 @@ class StreamRelay:
         opener: Callable[[], Awaitable[httpx.Response]],
         heartbeat_seconds: float,
         total_timeout_seconds: float | None,
-        on_first_chunk: Callable[[float], None] | None = None,
+        on_first_chunk: Callable[[], None] | None = None,
         on_usage: Callable[[bytes], None] | None = None,
     ) -> None:
         self.request = request
@@ -99,7 +99,7 @@ class StreamRelay:
         self._task: asyncio.Task[Any] | None = None
         self._shutting_down = False
         self._last_write = 0.0
-        self._started_at = time.perf_counter()
+        self.error: GatewayError | None = None  # what ended the stream in-band, if anything
 
     @property
     def started(self) -> bool:
@@ -140,17 +140,17 @@ class StreamRelay:
         except GatewayError as error:
             if not self.started:
                 raise
-            await self._finish(in_band_error(error))
+            await self._fail(error)
         except TimeoutError:
             error = UpstreamTimeout(f"the stream from route {self.route_key!r} exceeded TOTAL_TIMEOUT_SECONDS")
             if not self.started:
                 raise error from None
-            await self._finish(in_band_error(error))
+            await self._fail(error)
         except asyncio.CancelledError:
             if not self._shutting_down:
                 raise  # the client hung up: nothing more to send
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            await self._finish(in_band_error(UpstreamError("the gateway is shutting down", code="shutting_down")))
+            await self._fail(UpstreamError("the gateway is shutting down", code="shutting_down"))
         finally:
             self._stop_beats()
             if not opening.done():
@@ -174,6 +174,10 @@ class StreamRelay:
     async def _write(self, data: bytes) -> None:
         self._last_write = time.monotonic()
         await self.response.send(data)  # type: ignore[union-attr]
+
+    async def _fail(self, error: GatewayError) -> None:
+        self.error = error
+        await self._finish(in_band_error(error))
 
     async def _finish(self, tail: bytes) -> None:
         self._stop_beats()  # no keepalive may follow the end of the stream
@@ -203,7 +207,7 @@ class StreamRelay:
                 if first:
                     first = False
                     if self._on_first_chunk is not None:
-                        self._on_first_chunk(time.perf_counter() - self._started_at)
+                        self._on_first_chunk()
                 if _ends_with_done(events):
                     await self._finish(events)
                     self._report_usage(previous, events)

@@ -124,7 +124,10 @@ class Gateway(Process):
             for key, value in os.environ.items()
             if not key.startswith(("MODEL_ROUTE_", "PROMETHEUS_MULTIPROC"))
         }
-        full_env.update({"API_HOST": "127.0.0.1", "API_PORT": str(self.port), "WORKERS": str(workers), "LOG_LEVEL": "INFO"})
+        # Rate limiting is off unless a test turns it on: most tests send more than 60 requests.
+        full_env.update(
+            {"API_HOST": "127.0.0.1", "API_PORT": str(self.port), "WORKERS": str(workers), "RATE_LIMIT_PER_MIN": "0"}
+        )
         full_env.update(env)
         # The tests' settings must not be mixed with a developer's .env: run from an empty folder.
         self.workdir = Path(tempfile.mkdtemp(prefix="gateway-cwd-"))

@@ -3,9 +3,11 @@
 from .chat import bp as chat
 from .embeddings import bp as embeddings
 from .health import bp as health
+from .metrics import bp as metrics
 from .models import bp as models
 from .openai import bp as openai
 
-__all__ = ["chat", "embeddings", "health", "models", "openai", "all_blueprints"]
+__all__ = ["all_blueprints", "chat", "embeddings", "health", "metrics", "models", "openai"]
 
+# /metrics is added separately, only when PROMETHEUS_ENABLE is true.
 all_blueprints = (health, models, chat, embeddings, openai)

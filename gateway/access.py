@@ -1,0 +1,46 @@
+"""
+What is recorded when a request ends: its request metrics and its access log line.
+
+Non-streaming requests end when their response is sent (the app's response middleware);
+streams end when their last byte is sent (the proxy, since Sanic's response middleware runs
+before a stream's first byte); requests whose client hung up end there too, as status 499.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sanic import Request
+
+from .metrics import metrics
+
+__all__ = ["CLIENT_CLOSED", "record_request"]
+
+CLIENT_CLOSED = 499  # nginx's "client closed request"
+access_logger = logging.getLogger("gateway.access")
+
+
+def record_request(request: Request, status: int) -> None:
+    ctx = request.ctx
+    started = getattr(ctx, "started", None)
+    duration = time.perf_counter() - started if started is not None else 0.0
+    route = request.route
+    endpoint = "/" + route.path if route is not None else "unmatched"
+    metrics.requests.labels(endpoint, request.method, str(status)).inc()
+    metrics.request_duration.labels(endpoint).observe(duration)
+    if access_logger.isEnabledFor(logging.INFO):
+        access_logger.info(
+            "request",
+            extra={
+                "request_id": getattr(ctx, "request_id", None),
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round(duration * 1000, 2),
+                "route": getattr(ctx, "route_key", None),
+                "model": getattr(ctx, "model", None),
+                "client_ip": getattr(ctx, "client_ip", None) or request.ip,
+                "upstream_status": getattr(ctx, "upstream_status", None),
+            },
+        )

@@ -1,0 +1,53 @@
+"""
+Structured logs: every line on stdout is one JSON object.
+
+`log_config(level)` is the `logging.config.dictConfig` for Sanic's loggers and the gateway's
+own. Fields passed as `extra={...}` become top-level keys, so the access log line of a request
+is `{"time", "level", "logger", "message": "request", "request_id", "method", "path", "status",
+"duration_ms", "route", "model", "client_ip", "upstream_status"}`. Nothing here ever logs
+headers or bodies: API keys and prompts stay out of the logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+
+__all__ = ["JSONFormatter", "log_config"]
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+# Sanic attaches these for its own formatters.
+_DROPPED = frozenset({"host", "request", "byte", "right", "color_message"})
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in _DROPPED and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+def log_config(level: str) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JSONFormatter}},
+        "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+        "loggers": {
+            name: {"level": level, "handlers": ["stdout"], "propagate": False}
+            for name in ("gateway", "sanic.root", "sanic.error", "sanic.server", "sanic.access", "sanic.websockets")
+        },
+    }
