@@ -2,15 +2,15 @@
 The worker's Redis connection, wrapped so that an outage degrades instead of failing requests.
 
 Redis is shared state, never the only state: every caller has a local fallback. Calls have
-short timeouts and no retries. After a failure the store is marked down for a moment, so an
-outage costs one timeout now and then instead of one per request; the first failure of an
-outage is logged once, and the first success after it says that Redis is back.
+short timeouts and no retries. After a failure the store is marked down and callers use their
+fallback at once, while a background probe pings Redis every second; so an outage costs one
+timeout, not one per request. The outage is logged once when it starts and once when it ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from typing import Awaitable, Callable, TypeVar
 
 from redis.asyncio import Redis
@@ -23,7 +23,7 @@ __all__ = ["RedisStore", "StoreUnavailable", "connect_redis"]
 T = TypeVar("T")
 logger = logging.getLogger("gateway.redis")
 
-# How long after a failure Redis is left alone before the next attempt.
+# How often Redis is asked whether it is back, while it is down.
 RETRY_INTERVAL_SECONDS = 1.0
 # Per call. A rate-limit check sits in front of every request; a slow Redis must not stall it.
 SOCKET_TIMEOUT_SECONDS = 0.25
@@ -34,12 +34,16 @@ class StoreUnavailable(Exception):
 
 
 def connect_redis(url: str) -> Redis:
-    """A client with hot-path timeouts: redis-py's defaults retry for seconds."""
+    """A client with hot-path timeouts: redis-py's defaults retry for seconds.
+
+    One immediate retry remains, so that a pooled connection that went stale (Redis restarted)
+    is replaced instead of failing the call.
+    """
     return Redis.from_url(
         url,
         socket_timeout=SOCKET_TIMEOUT_SECONDS,
         socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1),
         health_check_interval=30,
     )
 
@@ -56,8 +60,8 @@ class RedisStore:
         self.client = client
         self.prefix = prefix
         self._on_fallback = on_fallback
-        self._retry_at = 0.0
         self._down = False
+        self._probe: asyncio.Task[None] | None = None
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -67,29 +71,44 @@ class RedisStore:
         return self._down
 
     async def run(self, purpose: str, call: Callable[[Redis], Awaitable[T]]) -> T:
-        """Run `call(client)`; raise `StoreUnavailable` if Redis fails or is backing off."""
-        if self._down and time.monotonic() < self._retry_at:
+        """Run `call(client)`; raise `StoreUnavailable` if Redis fails or is known to be down."""
+        if self._down:
             self._fell_back(purpose)
             raise StoreUnavailable(purpose)
         try:
-            result = await call(self.client)
+            return await call(self.client)
         except (RedisError, OSError, TimeoutError) as exc:
-            if not self._down:
-                logger.warning("redis unavailable (%s: %s); using local %s until it answers", type(exc).__name__, exc, purpose)
-            self._down = True
-            self._retry_at = time.monotonic() + RETRY_INTERVAL_SECONDS
+            self._mark_down(purpose, exc)
             self._fell_back(purpose)
             raise StoreUnavailable(purpose) from exc
-        if self._down:
+
+    def _mark_down(self, purpose: str, exc: BaseException) -> None:
+        if not self._down:
+            logger.warning("redis unavailable (%s: %s); using local %s until it answers", type(exc).__name__, exc, purpose)
+        self._down = True
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._probe_until_up())
+
+    async def _probe_until_up(self) -> None:
+        # While Redis is down no request waits for it: this probe alone asks, now and then.
+        while self._down:
+            await asyncio.sleep(RETRY_INTERVAL_SECONDS)
+            try:
+                await self.client.ping()
+            except (RedisError, OSError, TimeoutError):
+                continue
+            # Connections from before the outage are dead: drop them rather than fail on them.
+            await self.client.connection_pool.disconnect()
             self._down = False
-            logger.warning("redis is answering again; shared %s resumed", purpose)
-        return result
+            logger.warning("redis is answering again; shared state resumed")
 
     def _fell_back(self, purpose: str) -> None:
         if self._on_fallback is not None:
             self._on_fallback(purpose)
 
     async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
         try:
             await self.client.aclose()
         except (RedisError, OSError):

@@ -143,3 +143,23 @@ class Gateway(Process):
             if time.monotonic() > deadline or self.popen.poll() is not None:
                 raise RuntimeError(f"{self.name}: not all {workers} workers started:\n{self.output()[-3000:]}")
             time.sleep(0.05)
+
+
+class RedisServer(Process):
+    """A private `redis-server` on a free port, for tests that stop and restart Redis."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        super().__init__(f"redis-{self.port}", args, os.environ)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if self.popen.poll() is not None:
+                    raise RuntimeError(f"redis-server exited:\n{self.output()}") from None
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")

@@ -1,0 +1,625 @@
+"""
+End-to-end: the gateway in front of the real vLLM servers (CPU build, see conftest.py).
+
+Most checks send one request through the gateway and the same request straight to vLLM and
+compare the answers: the gateway must pass vLLM's JSON, events and errors through unchanged.
+Requests are seeded (`"seed"` with `"temperature": 1.0`), so even the generated text must match.
+Only `id` and `created` may differ: vLLM makes the completion id from the X-Request-Id header,
+which the gateway sets to its own unique value per attempt, and `created` is the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import socket
+import struct
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from tests.procs import Gateway
+
+from .conftest import CHAT_MODEL, CHAT_ORIGIN, CHAT_URL, EMBED_MODEL, EMBED_URL
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+FINGERPRINT = re.compile(r"vllm-0\.32\.0-[0-9a-f]{8}")
+EMBED_DIMS = 384
+# The fields of a vLLM answer that legitimately differ between two identical requests.
+_VOLATILE = re.compile(rb'"id":"(?:chatcmpl|cmpl|embd)-[^"]*"|"created":\d+')
+
+
+def normalised(body: bytes) -> bytes:
+    """The body bytes with `id` and `created` blanked out, everything else as sent."""
+    return _VOLATILE.sub(b"<volatile>", body)
+
+
+def post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(url, json=body, headers=headers, timeout=TIMEOUT)
+
+
+def direct_and_gateway(
+    gw_url: str, direct_url: str, gw_body: dict[str, Any], direct_body: dict[str, Any], headers: dict[str, str] | None = None
+) -> tuple[httpx.Response, httpx.Response]:
+    direct = post(direct_url, direct_body)
+    through = post(gw_url, gw_body, headers)
+    return direct, through
+
+
+# --------------------------------------------------------------------------- SSE helpers
+
+
+def sse_events(raw: bytes) -> tuple[list[tuple[str, str]], int]:
+    """Parse an event stream into (event type, data) pairs; returns them and the comment count."""
+    events: list[tuple[str, str]] = []
+    comments = 0
+    text = raw.decode("utf-8").replace("\r\n", "\n")
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        kind, data = "message", []
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                comments += 1
+            elif line.startswith("event:"):
+                kind = line[len("event:") :].strip()
+            elif line.startswith("data:"):
+                data.append(line[len("data:") :].removeprefix(" "))
+        if data:
+            events.append((kind, "\n".join(data)))
+    return events, comments
+
+
+def stream_summary(raw: bytes) -> dict[str, Any]:
+    """What must be equal between two runs of one seeded stream, however vLLM groups tokens.
+
+    Under load vLLM may merge several tokens' deltas into one chunk, so chunks are not compared
+    one by one; instead: every event is a plain `data:` event, `[DONE]` comes exactly once and
+    last, all chunks share one id and object type, and per choice the roles, the full text, the
+    finish and stop reasons, plus the usage chunk and the fingerprint, are equal.
+    """
+    events, _ = sse_events(raw)
+    kinds = {kind for kind, _ in events}
+    assert kinds == {"message"}, f"unexpected event types {kinds}: {events[-3:]}"
+    datas = [data for _, data in events]
+    assert datas.count("[DONE]") == 1, f"[DONE] {datas.count('[DONE]')} times"
+    assert datas[-1] == "[DONE]", "the stream does not end with [DONE]"
+    chunks = [json.loads(data) for data in datas[:-1]]
+    assert chunks, "no chunk before [DONE]"
+    assert len({chunk["id"] for chunk in chunks}) == 1, "chunks of one stream with different ids"
+    roles: list[tuple[int, str]] = []
+    text: dict[int, str] = defaultdict(str)
+    finish: dict[int, tuple[Any, Any]] = {}
+    usage: list[Any] = []
+    fingerprints: list[str] = []
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            index = choice["index"]
+            delta = choice.get("delta")
+            if delta is not None:  # chat.completion.chunk
+                if "role" in delta:
+                    roles.append((index, delta["role"]))
+                text[index] += delta.get("content") or ""
+            else:  # text_completion
+                text[index] += choice.get("text") or ""
+            if choice.get("finish_reason") is not None:
+                assert index not in finish, f"choice {index} finished twice"
+                finish[index] = (choice["finish_reason"], choice.get("stop_reason"))
+        if chunk.get("usage") is not None:
+            usage.append(chunk["usage"])
+        if "system_fingerprint" in chunk:
+            fingerprints.append(chunk["system_fingerprint"])
+    return {
+        "object": sorted({chunk["object"] for chunk in chunks}),
+        "model": sorted({chunk["model"] for chunk in chunks}),
+        "roles": roles,
+        "text": dict(text),
+        "finish": finish,
+        "usage": usage,
+        "fingerprints": fingerprints,
+        "id": chunks[0]["id"],
+    }
+
+
+def compare_streams(direct: httpx.Response, through: httpx.Response) -> dict[str, Any]:
+    assert direct.status_code == 200, direct.text
+    assert through.status_code == 200, through.text
+    assert through.headers["content-type"].startswith("text/event-stream")
+    expected, got = stream_summary(direct.content), stream_summary(through.content)
+    expected_id, got_id = expected.pop("id"), got.pop("id")
+    assert got == expected
+    return {**got, "id": got_id, "direct_id": expected_id}
+
+
+# --------------------------------------------------------------------------- vLLM metrics
+
+
+def vllm_metrics() -> dict[str, float]:
+    """The `vllm:` samples of the chat server's /metrics (name with labels -> value)."""
+    text = httpx.get(f"{CHAT_ORIGIN}/metrics", timeout=5.0).text
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("vllm:"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def metric(samples: dict[str, float], family: str, **labels: str) -> float:
+    """Sum of the samples of `family` (for CHAT_MODEL) whose labels include `labels`."""
+    total = 0.0
+    for name, value in samples.items():
+        base, _, rest = name.partition("{")
+        if base != family or f'model_name="{CHAT_MODEL}"' not in rest:
+            continue
+        if all(f'{key}="{val}"' in rest for key, val in labels.items()):
+            total += value
+    return total
+
+
+def running(samples: dict[str, float] | None = None) -> float:
+    return metric(samples or vllm_metrics(), "vllm:num_requests_running")
+
+
+def wait_running(predicate: Any, timeout: float) -> tuple[bool, float]:
+    """Poll `vllm:num_requests_running` until `predicate(value)`; returns (met, seconds taken)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        try:
+            if predicate(running()):
+                return True, time.monotonic() - started
+        except httpx.HTTPError:
+            pass  # /metrics can be slow to answer while the engine is busy
+        if time.monotonic() >= deadline:
+            return False, time.monotonic() - started
+        time.sleep(0.02)
+
+
+def finished_requests(samples: dict[str, float]) -> float:
+    """Requests vLLM counts as finished (any reason: stop, length, abort, ...)."""
+    return metric(samples, "vllm:request_success_total")
+
+
+# =========================================================================== health and models
+
+
+def test_health_reports_vllm_ok(gateway: Gateway) -> None:
+    response = httpx.get(f"{gateway.url}/health", timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert response.json() == {"ok": True, "vllm": "ok"}
+
+
+def test_api_models_aggregates_both_servers(gateway: Gateway) -> None:
+    response = httpx.get(f"{gateway.url}/api/models", timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "list"
+    by_id = {entry["id"]: entry for entry in body["data"]}
+    assert set(by_id) == {CHAT_MODEL, EMBED_MODEL}
+    assert len(body["data"]) == 2, "models must be de-duplicated by id"
+    for model, key in ((CHAT_MODEL, "tiny"), (EMBED_MODEL, "embed")):
+        entry = by_id[model]
+        assert entry["object"] == "model"
+        assert [source["source"] for source in entry["sources"]] == [key]
+        latency = entry["sources"][0]["latency_ms"]
+        assert isinstance(latency, int) and not isinstance(latency, bool) and latency >= 0, entry
+
+
+def _stable_model_card(card: dict[str, Any]) -> dict[str, Any]:
+    # vLLM stamps `created` and a fresh permission id on every /v1/models answer.
+    card = {key: value for key, value in card.items() if key != "created"}
+    card["permission"] = [
+        {key: value for key, value in perm.items() if key not in ("id", "created")} for perm in card.get("permission", [])
+    ]
+    return card
+
+
+def test_v1_models_is_the_union_of_both_servers(gateway: Gateway) -> None:
+    response = httpx.get(f"{gateway.url}/v1/models", timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "list"
+    direct = httpx.get(f"{CHAT_URL}/models", timeout=TIMEOUT).json()["data"]
+    direct += httpx.get(f"{EMBED_URL}/models", timeout=TIMEOUT).json()["data"]
+    expected = {card["id"]: _stable_model_card(card) for card in direct}
+    got = {card["id"]: _stable_model_card(card) for card in body["data"]}
+    assert len(body["data"]) == len(got) == 2
+    assert got == expected
+
+
+# =========================================================================== non-streaming
+
+
+SAY_HELLO = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello"}]
+SEEDED = {"max_tokens": 12, "temperature": 1.0, "seed": 42}
+
+
+@pytest.mark.parametrize(
+    "routing",
+    [
+        pytest.param({}, id="default-route"),
+        pytest.param({"model": CHAT_MODEL}, id="route-inferred-from-model"),
+        pytest.param({"modelKey": "tiny"}, id="modelKey"),
+    ],
+)
+def test_api_chat_returns_vllm_json_unchanged(gateway: Gateway, routing: dict[str, str]) -> None:
+    """`/api/chat` builds `messages` from `system` + `message`; `seed` passes through (else the
+    sampled text would differ); the answer is vLLM's JSON byte for byte, bar id and created."""
+    gw_body = {"message": "Say hello", "system": "You are terse.", **SEEDED, **routing}
+    direct_body = {"messages": SAY_HELLO, **SEEDED, "stream": False}
+    if "model" in routing:
+        direct_body["model"] = routing["model"]
+    direct, through = direct_and_gateway(f"{gateway.url}/api/chat", f"{CHAT_URL}/chat/completions", gw_body, direct_body)
+    assert direct.status_code == 200, direct.text
+    assert through.status_code == 200, through.text
+    assert through.headers["content-type"].startswith("application/json")
+    assert normalised(through.content) == normalised(direct.content)
+    body = through.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["content"], "seeded sampling should produce text"
+    assert FINGERPRINT.fullmatch(body["system_fingerprint"])
+    # The request id goes upstream: vLLM names the completion after it.
+    request_id = through.headers["x-request-id"]
+    assert request_id and request_id in body["id"]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body"),
+    [
+        pytest.param("/chat/completions", {"model": CHAT_MODEL, "messages": SAY_HELLO, **SEEDED}, id="chat"),
+        pytest.param(
+            "/chat/completions",
+            {"model": CHAT_MODEL, "messages": SAY_HELLO, "max_tokens": 30, "temperature": 1.0, "seed": 42, "stop": ["e"]},
+            id="chat-stop-string",
+        ),
+        pytest.param(
+            "/chat/completions",
+            {"model": CHAT_MODEL, "messages": SAY_HELLO, "max_tokens": 8, "logit_bias": {"5": 100}},
+            id="chat-eos",
+        ),
+        pytest.param(
+            "/completions", {"model": CHAT_MODEL, "prompt": "Hello", "max_tokens": 8, "temperature": 1.0, "seed": 3}, id="completions"
+        ),
+    ],
+)
+def test_v1_non_streaming_is_vllm_json_unchanged(gateway: Gateway, endpoint: str, body: dict[str, Any]) -> None:
+    direct, through = direct_and_gateway(f"{gateway.url}/v1{endpoint}", f"{CHAT_URL}{endpoint}", body, body)
+    assert direct.status_code == 200, direct.text
+    assert through.status_code == 200, through.text
+    assert through.headers["content-type"].startswith("application/json")
+    assert normalised(through.content) == normalised(direct.content)
+    assert FINGERPRINT.fullmatch(through.json()["system_fingerprint"])
+
+
+# =========================================================================== streaming
+
+
+STREAM_SEEDED = {"max_tokens": 12, "temperature": 1.0, "seed": 7, "stream_options": {"include_usage": True}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"model": CHAT_MODEL, "messages": SAY_HELLO, **STREAM_SEEDED, "stream": True}, id="seeded-usage"),
+        pytest.param(
+            {"model": CHAT_MODEL, "messages": SAY_HELLO, "max_tokens": 30, "temperature": 1.0, "seed": 42, "stop": ["e"], "stream": True},
+            id="stop-string-no-usage",
+        ),
+        pytest.param(
+            {"model": CHAT_MODEL, "messages": SAY_HELLO, "max_tokens": 8, "logit_bias": {"5": 100}, "stream": True,
+             "stream_options": {"include_usage": True}},
+            id="eos",
+        ),
+        pytest.param(
+            {"model": CHAT_MODEL, "messages": SAY_HELLO, "max_tokens": 3, "n": 2, "temperature": 1.0, "seed": 1,
+             "stream": True, "stream_options": {"include_usage": True}},
+            id="n2",
+        ),
+    ],
+)
+def test_v1_chat_stream_matches_direct(gateway: Gateway, body: dict[str, Any]) -> None:
+    direct, through = direct_and_gateway(f"{gateway.url}/v1/chat/completions", f"{CHAT_URL}/chat/completions", body, body)
+    summary = compare_streams(direct, through)
+    n = body.get("n", 1)
+    assert summary["object"] == ["chat.completion.chunk"]
+    assert sorted(summary["roles"]) == [(index, "assistant") for index in range(n)]
+    assert len(summary["finish"]) == n
+    assert len(summary["usage"]) == (1 if body.get("stream_options", {}).get("include_usage") else 0)
+    assert len(summary["fingerprints"]) == 1 and FINGERPRINT.fullmatch(summary["fingerprints"][0])
+    assert through.headers["x-request-id"] in summary["id"]
+
+
+def test_v1_chat_stream_seeded_text_and_usage(gateway: Gateway) -> None:
+    """The seeded case spelled out: real text, finish `length`, usage equal to max_tokens."""
+    body = {"model": CHAT_MODEL, "messages": SAY_HELLO, **STREAM_SEEDED, "stream": True}
+    direct, through = direct_and_gateway(f"{gateway.url}/v1/chat/completions", f"{CHAT_URL}/chat/completions", body, body)
+    summary = compare_streams(direct, through)
+    assert summary["text"][0], "seeded sampling should produce text"
+    assert summary["finish"] == {0: ("length", None)}
+    assert summary["usage"][0]["completion_tokens"] == STREAM_SEEDED["max_tokens"]
+    # The same text as the non-streaming answer to the same seeded request.
+    plain = {key: value for key, value in body.items() if key not in ("stream", "stream_options")}
+    whole = post(f"{CHAT_URL}/chat/completions", plain).json()
+    assert summary["text"][0] == whole["choices"][0]["message"]["content"]
+
+
+def test_api_chat_stream_matches_direct(gateway: Gateway) -> None:
+    gw_body = {"message": "Say hello", "system": "You are terse.", **STREAM_SEEDED}
+    direct_body = {"messages": SAY_HELLO, **STREAM_SEEDED, "stream": True}
+    direct, through = direct_and_gateway(f"{gateway.url}/api/chat/stream", f"{CHAT_URL}/chat/completions", gw_body, direct_body)
+    summary = compare_streams(direct, through)
+    assert summary["text"][0]
+    assert summary["roles"] == [(0, "assistant")]
+    assert summary["finish"] == {0: ("length", None)}
+    assert len(summary["usage"]) == 1
+
+
+def test_v1_completions_stream_matches_direct(gateway: Gateway) -> None:
+    body = {"model": CHAT_MODEL, "prompt": "Hello", "max_tokens": 6, "temperature": 1.0, "seed": 3, "stream": True,
+            "stream_options": {"include_usage": True}}
+    direct, through = direct_and_gateway(f"{gateway.url}/v1/completions", f"{CHAT_URL}/completions", body, body)
+    summary = compare_streams(direct, through)
+    assert summary["object"] == ["text_completion"]
+    assert summary["text"][0]
+    assert summary["finish"] == {0: ("length", None)}
+    assert summary["usage"][0]["completion_tokens"] == 6
+
+
+# =========================================================================== embeddings
+
+
+def _vectors(body: dict[str, Any]) -> list[list[float]]:
+    vectors = []
+    for item in body["data"]:
+        value = item["embedding"]
+        if isinstance(value, str):  # base64 of little-endian float32
+            raw = base64.b64decode(value)
+            value = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+        vectors.append(value)
+    return vectors
+
+
+@pytest.mark.parametrize(
+    ("path", "gw_body", "headers"),
+    [
+        pytest.param("/api/embeddings", {"input": "The quick brown fox", "model": EMBED_MODEL}, None, id="api-inferred"),
+        pytest.param("/api/embeddings", {"input": ["a cat", "a dog"], "modelKey": "embed"}, None, id="api-modelKey-batch"),
+        pytest.param("/v1/embeddings", {"input": "The quick brown fox", "model": EMBED_MODEL}, None, id="v1-floats"),
+        pytest.param(
+            "/v1/embeddings",
+            {"input": ["a cat", "a dog"], "model": EMBED_MODEL, "encoding_format": "base64"},
+            {"X-Model-Key": "embed"},
+            id="v1-base64-header-key",
+        ),
+    ],
+)
+def test_embeddings_equal_direct(gateway: Gateway, path: str, gw_body: dict[str, Any], headers: dict[str, str] | None) -> None:
+    direct_body = {key: value for key, value in gw_body.items() if key != "modelKey"}
+    direct_body.setdefault("model", EMBED_MODEL)
+    direct, through = direct_and_gateway(f"{gateway.url}{path}", f"{EMBED_URL}/embeddings", gw_body, direct_body, headers)
+    assert direct.status_code == 200, direct.text
+    assert through.status_code == 200, through.text
+    assert normalised(through.content) == normalised(direct.content)
+    got, expected = _vectors(through.json()), _vectors(direct.json())
+    inputs = gw_body["input"] if isinstance(gw_body["input"], list) else [gw_body["input"]]
+    assert len(got) == len(inputs)
+    assert all(len(vector) == EMBED_DIMS for vector in got)
+    assert got == expected
+    if gw_body.get("encoding_format") == "base64":
+        assert all(isinstance(item["embedding"], str) for item in through.json()["data"])
+
+
+# =========================================================================== errors
+
+
+def _assert_relayed(direct: httpx.Response, through: httpx.Response, status: int) -> None:
+    assert direct.status_code == status, direct.text
+    assert through.status_code == status, through.text
+    assert through.content == direct.content
+    assert through.headers["content-type"].startswith("application/json")
+    assert through.json()["error"]["code"] == status
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(
+    ("case", "status"),
+    [("unknown-model", 404), ("max-tokens-over-context", 400)],
+)
+def test_vllm_errors_are_relayed_byte_for_byte_v1(gateway: Gateway, stream: bool, case: str, status: int) -> None:
+    body: dict[str, Any] = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    if case == "unknown-model":
+        body["model"] = "nope"
+    else:
+        body["max_tokens"] = 4096  # the context is 2048
+    direct, through = direct_and_gateway(
+        f"{gateway.url}/v1/chat/completions", f"{CHAT_URL}/chat/completions", body, body, {"X-Model-Key": "tiny"}
+    )
+    _assert_relayed(direct, through, status)
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/api/chat/stream"])
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        pytest.param({"model": "nope", "modelKey": "tiny"}, 404, id="unknown-model"),
+        pytest.param({"max_tokens": 4096}, 400, id="max-tokens-over-context"),
+    ],
+)
+def test_vllm_errors_are_relayed_byte_for_byte_api(gateway: Gateway, path: str, extra: dict[str, Any], status: int) -> None:
+    gw_body = {"message": "hi", **extra}
+    direct_body = {key: value for key, value in extra.items() if key != "modelKey"}
+    direct_body.update(messages=[{"role": "user", "content": "hi"}], stream=path.endswith("/stream"))
+    direct, through = direct_and_gateway(f"{gateway.url}{path}", f"{CHAT_URL}/chat/completions", gw_body, direct_body)
+    _assert_relayed(direct, through, status)
+
+
+def test_embeddings_unknown_model_on_explicit_route_is_relayed(gateway: Gateway) -> None:
+    body = {"model": "nope", "input": "hi"}
+    direct, through = direct_and_gateway(
+        f"{gateway.url}/v1/embeddings", f"{EMBED_URL}/embeddings", body, body, {"X-Model-Key": "embed"}
+    )
+    _assert_relayed(direct, through, 404)
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "headers", "status"),
+    [
+        pytest.param("/v1/chat/completions", b'{"model": "tiny-llama", "messages": [', {}, 400, id="malformed-json"),
+        pytest.param("/api/chat", b'{"message": 5}', {}, 400, id="wrong-type"),
+        pytest.param("/api/chat", b'{"message": "hi"}', {"X-Model-Key": "nope"}, 404, id="unknown-modelKey"),
+        pytest.param("/v1/chat/completions", b'{"model": "no-such-model", "messages": []}', {}, 409, id="model-served-nowhere"),
+    ],
+)
+def test_gateway_errors_use_the_error_envelope(
+    gateway: Gateway, path: str, content: bytes, headers: dict[str, str], status: int
+) -> None:
+    response = httpx.post(
+        f"{gateway.url}{path}", content=content, headers={"content-type": "application/json", **headers}, timeout=TIMEOUT
+    )
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "code"}, error
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["type"], str) and error["type"]
+    assert isinstance(error["code"], (int, str)) and not isinstance(error["code"], bool)
+    assert response.headers.get("x-request-id")
+
+
+# =========================================================================== the openai SDK
+
+
+def test_openai_sdk_through_the_gateway(gateway: Gateway) -> None:
+    client = OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=60.0)
+    try:
+        assert {model.id for model in client.models.list()} == {CHAT_MODEL, EMBED_MODEL}
+
+        messages = [{"role": "user", "content": "Say hello"}]
+        expected = post(
+            f"{CHAT_URL}/chat/completions",
+            {"model": CHAT_MODEL, "messages": messages, "max_tokens": 10, "temperature": 1.0, "seed": 11},
+        ).json()
+        completion = client.chat.completions.create(
+            model=CHAT_MODEL, messages=messages, max_tokens=10, temperature=1.0, seed=11
+        )
+        assert completion.choices[0].message.content == expected["choices"][0]["message"]["content"]
+        assert completion.choices[0].finish_reason == "length"
+        assert completion.usage is not None and completion.usage.completion_tokens == 10
+        assert FINGERPRINT.fullmatch(completion.system_fingerprint or "")
+
+        chunks = list(
+            client.chat.completions.create(
+                model=CHAT_MODEL, messages=messages, max_tokens=10, temperature=1.0, seed=11, stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+        assert text == expected["choices"][0]["message"]["content"]
+        assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] == "length"
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 10
+
+        # The SDK asks for base64 by default and decodes it; the vectors must equal vLLM's floats.
+        direct = post(f"{EMBED_URL}/embeddings", {"model": EMBED_MODEL, "input": ["a cat", "a dog"]}).json()
+        embedded = client.embeddings.create(model=EMBED_MODEL, input=["a cat", "a dog"])
+        got = [list(map(float, item.embedding)) for item in embedded.data]
+        assert [len(vector) for vector in got] == [EMBED_DIMS, EMBED_DIMS]
+        assert got == _vectors(direct)
+    finally:
+        client.close()
+
+
+# =========================================================================== client disconnects
+
+
+ENDLESS = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2000, "ignore_eos": True}
+ABORT_DEADLINE_SECONDS = 2.0
+
+
+def _assert_aborted(before: dict[str, float], closed_at: float) -> None:
+    """vLLM stops the generation within the deadline, and it shows in its counters.
+
+    On vLLM 0.32.0 an aborted request moves no `vllm:request_success_total` series (not even
+    `finished_reason="abort"`), and `vllm:generation_tokens_total` counts only the tokens made
+    before the abort; a request that ran to the end would add 2000 and one finished request.
+    """
+    stopped, _ = wait_running(lambda value: value == 0, ABORT_DEADLINE_SECONDS - (time.monotonic() - closed_at))
+    took = time.monotonic() - closed_at
+    assert stopped, f"vLLM still runs the request {took:.2f} s after the client disconnected"
+    assert took <= ABORT_DEADLINE_SECONDS + 0.1, f"vLLM took {took:.2f} s to stop after the disconnect"
+    time.sleep(0.3)  # let the counters settle, and show that nothing more is generated
+    after = vllm_metrics()
+    generated = metric(after, "vllm:generation_tokens_total") - metric(before, "vllm:generation_tokens_total")
+    assert generated < ENDLESS["max_tokens"] / 2, f"{generated:.0f} tokens generated: the request was not aborted"
+    finished = finished_requests(after) - finished_requests(before)
+    assert finished == 0, f"vLLM counted {finished:.0f} finished request(s): the generation ran to its end"
+    assert metric(after, "vllm:generation_tokens_total") == metric(vllm_metrics(), "vllm:generation_tokens_total")
+
+
+def test_stream_client_disconnect_aborts_the_generation(gateway: Gateway) -> None:
+    ok, _ = wait_running(lambda value: value == 0, 5.0)
+    assert ok, "vLLM is busy with another request; the abort cannot be measured"
+    before = vllm_metrics()
+    with httpx.Client(timeout=TIMEOUT) as client:
+        with client.stream("POST", f"{gateway.url}/v1/chat/completions", json={**ENDLESS, "stream": True}) as response:
+            assert response.status_code == 200
+            seen = 0
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    seen += 1
+                    if seen == 4:
+                        break
+            assert seen == 4
+            is_running, _ = wait_running(lambda value: value >= 1, 1.0)
+            assert is_running, "the generation is not running in vLLM while the client reads it"
+        # Leaving the blocks closes the connection to the gateway, mid-stream.
+    _assert_aborted(before, time.monotonic())
+
+
+def test_non_streaming_client_disconnect_aborts_the_generation(gateway: Gateway) -> None:
+    ok, _ = wait_running(lambda value: value == 0, 5.0)
+    assert ok, "vLLM is busy with another request; the abort cannot be measured"
+    before = vllm_metrics()
+    body = json.dumps(ENDLESS).encode()
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5.0) as sock:
+        sock.sendall(request)
+        is_running, _ = wait_running(lambda value: value >= 1, 2.0)
+        assert is_running, "the generation did not start in vLLM"
+    _assert_aborted(before, time.monotonic())
+
+
+# =========================================================================== request ids
+
+
+async def test_concurrent_requests_sharing_one_request_id_all_succeed(gateway: Gateway) -> None:
+    request_id = f"e2e-shared-{uuid.uuid4().hex[:12]}"
+    body = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 1.0, "seed": 5}
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        responses = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    client.post(f"{gateway.url}/v1/chat/completions", json=body, headers={"X-Request-ID": request_id})
+                    for _ in range(5)
+                )
+            ),
+            timeout=60,
+        )
+    assert [response.status_code for response in responses] == [200] * 5, [r.text for r in responses]
+    assert [response.headers["x-request-id"] for response in responses] == [request_id] * 5
+    ids = [response.json()["id"] for response in responses]
+    # vLLM names each completion after the X-Request-Id it got: the client's id went upstream,
+    # and each attempt carried a unique one (so vLLM's logs tell the five apart).
+    assert all(request_id in completion_id for completion_id in ids), ids
+    assert len(set(ids)) == 5, ids
