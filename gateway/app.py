@@ -13,6 +13,7 @@ process, never per request. Where things live:
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 import time
@@ -29,10 +30,11 @@ from .errors import GatewayErrorHandler
 from .guard import Guard
 from .logs import log_config
 from .metrics import metrics
-from .models_cache import ModelList, ModelsCache
+from .models_cache import ModelList, ModelsCache, merge_listings
 from .proxy import Proxy
 from .ratelimit import LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_shared_table
 from .redis_store import RedisStore, connect_redis
+from .replicas import Route
 from .routing import Router
 from .server import shield_worker_manager_from_signals
 from .settings import Settings, SettingsError, load_settings
@@ -173,18 +175,28 @@ async def _start_services(app: Sanic) -> None:
         local = _local_limiter(app, settings.rate_limit_per_min)
         limiter = RedisLimiter(settings.rate_limit_per_min, store, local) if store else local
 
+    routes = {
+        key: Route(
+            key,
+            urls,
+            probe=upstream.is_up,
+            probe_interval=settings.replica_probe_interval_seconds,
+            cooldown_max=settings.replica_cooldown_max_seconds,
+        )
+        for key, urls in settings.routes.items()
+    }
+
     async def list_route(route_key: str) -> ModelList | None:
-        for url in settings.routes[route_key]:
-            listing = await upstream.list_models(url)
-            if listing is not None:
-                return listing
-        return None
+        route = routes[route_key]
+        urls = [replica.url for replica in route.healthy()] or list(route.urls)
+        return merge_listings(await asyncio.gather(*(upstream.list_models(url) for url in urls)))
 
     models = ModelsCache(list_route, settings.models_cache_ttl_seconds, store)
     app.ctx.upstream = upstream
     app.ctx.redis = store
+    app.ctx.routes = routes
     app.ctx.guard = Guard(settings, limiter, ClientIP(parse_networks(settings.trusted_proxies)))
-    app.ctx.proxy = Proxy(settings, Router(settings, models), upstream)
+    app.ctx.proxy = Proxy(settings, Router(settings, routes, models), upstream)
 
 
 async def _drain_streams(app: Sanic) -> None:
@@ -199,6 +211,8 @@ async def _stop_services(app: Sanic) -> None:
     deadline = getattr(app.ctx, "stream_deadline", None)
     if deadline is not None:
         deadline.cancel()
+    for route in app.ctx.routes.values():
+        route.close()
     await app.ctx.upstream.aclose()
     if app.ctx.redis is not None:
         await app.ctx.redis.aclose()

@@ -20,7 +20,7 @@ import orjson
 
 from .redis_store import RedisStore, StoreUnavailable
 
-__all__ = ["ModelList", "ModelsCache"]
+__all__ = ["ModelList", "ModelsCache", "merge_listings"]
 
 # A route that could not be listed is asked again after this long (or the TTL, if shorter).
 FAILURE_TTL_SECONDS = 1.0
@@ -47,6 +47,18 @@ class ModelList:
     def from_json(cls, data: bytes) -> ModelList:
         value = orjson.loads(data)
         return cls(models=tuple(value["models"]), latency_ms=int(value["latency_ms"]))
+
+
+def merge_listings(listings: Iterable[ModelList | None]) -> ModelList | None:
+    """The union of several replicas' listings (None if none answered), with the best latency."""
+    answered = [listing for listing in listings if listing is not None]
+    if not answered:
+        return None
+    models: dict[str, dict[str, Any]] = {}
+    for listing in answered:
+        for model in listing.models:
+            models.setdefault(str(model.get("id")), model)
+    return ModelList(models=tuple(models.values()), latency_ms=min(listing.latency_ms for listing in answered))
 
 
 @dataclass(slots=True)

@@ -1,5 +1,6 @@
 """
-The service behind the blueprints: route a request, call its upstream, build the response.
+The service behind the blueprints: route a request, send it to a replica (failing over to
+another when one fails), and relay the answer — as JSON, or as a stream of server-sent events.
 """
 
 from __future__ import annotations
@@ -8,16 +9,18 @@ import asyncio
 import itertools
 import os
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable, Mapping
 
+import httpx
 import orjson
 from sanic import HTTPResponse, Request
 
 from .access import CLIENT_CLOSED, record_request
-from .errors import GatewayError
+from .errors import GatewayError, UpstreamTimeout
 from .metrics import metrics
 from .models_cache import ModelList
-from .routing import Route, Router
+from .replicas import Dispatch, Route
+from .routing import Router
 from .settings import Settings
 from .sse import StreamRelay
 from .upstream import Upstream
@@ -30,38 +33,52 @@ class Proxy:
         self.settings = settings
         self.router = router
         self.upstream = upstream
+        self.streams: set[StreamRelay] = set()
         # vLLM uses X-Request-ID as its own request id, so each upstream attempt gets a unique
         # one: the client's id, then this worker's pid and a counter.
         self._attempt_prefix = f"{os.getpid():x}"
         self._attempts = itertools.count(1)
-        self.streams: set[StreamRelay] = set()
 
     def attempt_id(self, request_id: str) -> str:
         return f"{request_id}-{self._attempt_prefix}{next(self._attempts):x}"
 
-    async def route(self, request: Request, model_key: str | None, model: str | None) -> Route:
-        route = await self.router.resolve(model_key, model)
+    async def _route(self, request: Request, model_key: str | None, model: str | None) -> Route:
+        try:
+            route = await self.router.resolve(model_key, model)
+        except asyncio.CancelledError:
+            record_request(request, CLIENT_CLOSED)
+            raise
         request.ctx.route_key = route.key
         request.ctx.model = model or self.settings.default_model_name
         return route
+
+    def _sender(
+        self, request: Request, endpoint: str, body: bytes, send: Callable[[str, bytes, str], Awaitable[httpx.Response]]
+    ) -> Callable[[str], Awaitable[httpx.Response]]:
+        request_id = request.ctx.request_id
+        return lambda base_url: send(base_url + endpoint, body, self.attempt_id(request_id))
 
     async def complete(
         self, request: Request, endpoint: str, body: bytes, *, model_key: str | None, model: str | None
     ) -> HTTPResponse:
         """Forward a non-streaming request; the upstream's status and body come back unchanged."""
+        route = await self._route(request, model_key, model)
+        dispatch = Dispatch(route, self.settings.upstream_max_attempts)
+        started = time.perf_counter()
         try:
-            route = await self.route(request, model_key, model)
-            started = time.perf_counter()
-            try:
-                upstream = await self.upstream.post(
-                    route.key, route.urls[0] + endpoint, body, self.attempt_id(request.ctx.request_id)
-                )
-            except GatewayError as error:
-                metrics.upstream_errors.labels(route.key, error.code.removeprefix("upstream_")).inc()
-                raise
+            async with asyncio.timeout(self.settings.total_timeout_seconds):
+                upstream = await dispatch.send(self._sender(request, endpoint, body, self.upstream.post))
+        except TimeoutError:
+            metrics.upstream_errors.labels(route.key, "timeout").inc()
+            raise UpstreamTimeout(f"route {route.key!r} did not answer within TOTAL_TIMEOUT_SECONDS") from None
+        except GatewayError as error:
+            metrics.upstream_errors.labels(route.key, error.code.removeprefix("upstream_")).inc()
+            raise
         except asyncio.CancelledError:
             record_request(request, CLIENT_CLOSED)
             raise
+        finally:
+            dispatch.release()
         status = request.ctx.upstream_status = upstream.status_code
         model_label = (request.ctx.model or "") if status < 400 else ""
         metrics.upstream_duration.labels(route.key, model_label).observe(time.perf_counter() - started)
@@ -70,27 +87,21 @@ class Proxy:
         elif status >= 500:
             metrics.upstream_errors.labels(route.key, f"http_{status}").inc()
         return HTTPResponse(
-            upstream.content,
-            status=status,
-            content_type=upstream.headers.get("content-type", "application/json"),
+            upstream.content, status=status, content_type=upstream.headers.get("content-type", "application/json")
         )
 
     async def stream(
         self, request: Request, endpoint: str, body: bytes, *, model_key: str | None, model: str | None
     ) -> HTTPResponse | None:
         """Relay a streaming request as SSE; returns a response only if the stream never started."""
-        try:
-            route = await self.route(request, model_key, model)
-        except asyncio.CancelledError:
-            record_request(request, CLIENT_CLOSED)
-            raise
-        url = route.urls[0] + endpoint
-        attempt_id = self.attempt_id(request.ctx.request_id)
+        route = await self._route(request, model_key, model)
+        dispatch = Dispatch(route, self.settings.upstream_max_attempts)
+        send = self._sender(request, endpoint, body, self.upstream.open_stream)
         model_label = request.ctx.model or ""
         relay = StreamRelay(
             request,
             route.key,
-            lambda: self.upstream.open_stream(url, body, attempt_id),
+            lambda: dispatch.send(send),
             heartbeat_seconds=self.settings.sse_heartbeat_seconds,
             total_timeout_seconds=self.settings.total_timeout_seconds,
             on_first_chunk=lambda: metrics.first_chunk.labels(route.key).observe(
@@ -112,6 +123,7 @@ class Proxy:
                 record_request(request, CLIENT_CLOSED)
             raise
         finally:
+            dispatch.release()
             metrics.active_streams.dec()
             self.streams.discard(relay)
             request.ctx.upstream_status = relay.upstream_status
@@ -143,13 +155,28 @@ class Proxy:
         return orjson.dumps(fields)
 
     async def health(self) -> dict[str, Any]:
+        """The gateway is up; `vllm` says whether any replica of the default route answers."""
         key = self.settings.health_route_key
         if key is None:
             return {"ok": True, "vllm": "unconfigured"}
-        status = await self.upstream.probe(self.router.routes[key].urls[0], self.settings.health_timeout_seconds)
-        return {"ok": True, "vllm": status}
+        timeout = self.settings.health_timeout_seconds
+        states = await asyncio.gather(*(self.upstream.probe(url, timeout) for url in self.router.routes[key].urls))
+        for state in ("ok", "unknown"):
+            if state in states:
+                return {"ok": True, "vllm": state}
+        return {"ok": True, "vllm": "unavailable"}
 
-    async def _listings(self) -> dict[str, ModelList | None]:
+    def route_status(self) -> dict[str, Any]:
+        """Every route and replica as this worker sees it."""
+        return {
+            "worker": os.getpid(),
+            "routes": [
+                {"key": route.key, "replicas": [replica.status() for replica in route.replicas]}
+                for route in self.router.routes.values()
+            ],
+        }
+
+    async def _listings(self) -> Mapping[str, ModelList | None]:
         return await self.router.models.get_many(self.router.routes)
 
     async def api_models(self) -> dict[str, Any]:

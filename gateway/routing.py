@@ -14,25 +14,19 @@ A route is a key (`MODEL_ROUTE_<KEY>`) and the base URLs of its replicas. The de
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
 
 from .errors import ModelNotAllowed, RoutingConflict, UnknownRouteKey, UpstreamUnavailable
 from .models_cache import ModelsCache
+from .replicas import Route
 from .settings import Settings
 
-__all__ = ["Route", "Router"]
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    key: str
-    urls: tuple[str, ...]
+__all__ = ["Router"]
 
 
 class Router:
-    def __init__(self, settings: Settings, models: ModelsCache) -> None:
-        self.routes: Mapping[str, Route] = {key: Route(key, urls) for key, urls in settings.routes.items()}
+    def __init__(self, settings: Settings, routes: Mapping[str, Route], models: ModelsCache) -> None:
+        self.routes = routes
         self.models = models
         self._allowed = settings.allowed_models
         self._default_model = settings.default_model_name

@@ -50,6 +50,9 @@ class Settings:
     default_model_name: str | None = None
     allowed_models: frozenset[str] | None = None
     models_cache_ttl_seconds: float = 10.0
+    upstream_max_attempts: int = 3
+    replica_probe_interval_seconds: float = 2.0
+    replica_cooldown_max_seconds: float = 30.0
 
     # Upstream timeouts; `total_timeout_seconds` None means no overall deadline.
     connect_timeout_seconds: float = 5.0
@@ -242,6 +245,11 @@ def load_settings(
         default_model_name=env.text("DEFAULT_MODEL_NAME"),
         allowed_models=frozenset(allowed) if allowed else None,
         models_cache_ttl_seconds=seconds("MODELS_CACHE_TTL_SECONDS", 10.0),
+        upstream_max_attempts=int(
+            env.get("UPSTREAM_MAX_ATTEMPTS", _ranged(int, 1, 10), 3, "a whole number of attempts from 1 to 10")
+        ),
+        replica_probe_interval_seconds=seconds("REPLICA_PROBE_INTERVAL_SECONDS", 2.0, low=0.05, high=3600.0),
+        replica_cooldown_max_seconds=seconds("REPLICA_COOLDOWN_MAX_SECONDS", 30.0, low=0.05, high=86400.0),
         connect_timeout_seconds=seconds("CONNECT_TIMEOUT_SECONDS", 5.0),
         read_timeout_seconds=seconds("READ_TIMEOUT_SECONDS", 120.0),
         write_timeout_seconds=seconds("WRITE_TIMEOUT_SECONDS", 30.0),

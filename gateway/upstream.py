@@ -73,28 +73,19 @@ class Upstream:
             write=settings.write_timeout_seconds,
             pool=settings.connect_timeout_seconds,
         )
-        self._total = settings.total_timeout_seconds
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def post(self, route_key: str, url: str, body: bytes, request_id: str) -> httpx.Response:
+    # httpx errors leave `post` and `open_stream` as they are: whether a failure is retried on
+    # another replica, answered as JSON or sent in-band is decided by their callers.
+
+    async def post(self, url: str, body: bytes, request_id: str) -> httpx.Response:
         """POST a JSON body and read the whole answer, whatever its status."""
-        headers = {**_JSON_HEADERS, "x-request-id": request_id}
-        try:
-            if self._total is None:
-                return await self.client.post(url, content=body, headers=headers)
-            async with asyncio.timeout(self._total):
-                return await self.client.post(url, content=body, headers=headers)
-        except (httpx.HTTPError, TimeoutError) as exc:
-            raise map_transport_error(exc, route_key) from exc
+        return await self.client.post(url, content=body, headers={**_JSON_HEADERS, "x-request-id": request_id})
 
     async def open_stream(self, url: str, body: bytes, request_id: str) -> httpx.Response:
-        """POST and return the response as soon as its headers arrived, body unread.
-
-        httpx errors are raised as they are: the SSE relay maps them, since what a failure
-        means for the client depends on whether its stream has started.
-        """
+        """POST and return the response as soon as its headers arrived, body unread."""
         headers = {**_JSON_HEADERS, "x-request-id": request_id, "accept": "text/event-stream"}
         return await self.client.send(self.client.build_request("POST", url, content=body, headers=headers), stream=True)
 
@@ -111,6 +102,9 @@ class Upstream:
         if not isinstance(data, list) or not all(isinstance(item, dict) and "id" in item for item in data):
             return None
         return ModelList(models=tuple(data), latency_ms=round((time.perf_counter() - started) * 1000))
+
+    async def is_up(self, url: str) -> bool:
+        return await self.probe(url, self.settings.health_timeout_seconds) == "ok"
 
     async def probe(self, url: str, timeout_seconds: float) -> str:
         """`/health`'s view of one upstream: "ok", "unavailable" or "unknown"."""

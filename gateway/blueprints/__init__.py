@@ -6,8 +6,9 @@ from .health import bp as health
 from .metrics import bp as metrics
 from .models import bp as models
 from .openai import bp as openai
+from .routes import bp as routes
 
-__all__ = ["all_blueprints", "chat", "embeddings", "health", "metrics", "models", "openai"]
+__all__ = ["all_blueprints", "chat", "embeddings", "health", "metrics", "models", "openai", "routes"]
 
 # /metrics is added separately, only when PROMETHEUS_ENABLE is true.
-all_blueprints = (health, models, chat, embeddings, openai)
+all_blueprints = (health, models, routes, chat, embeddings, openai)

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse, Request
+from sanic_ext import openapi
 
+from .. import schemas as doc
 from ..payloads import ApiEmbeddings
 
 bp = Blueprint("embeddings", url_prefix="/api")
 
 
 @bp.post("/embeddings")
+@openapi.definition(
+    body=doc.API_EMBEDDINGS_BODY,
+    parameter=doc.ROUTED_HEADERS,
+    response=[doc.EMBEDDINGS, *doc.ROUTED_ERRORS],
+)
 async def embeddings(request: Request) -> HTTPResponse:
     """Embeddings for `input`; the upstream's JSON comes back unchanged."""
     proxy = request.app.ctx.proxy

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse, Request, json
+from sanic_ext import openapi
+
+from .. import schemas as doc
 
 bp = Blueprint("models", url_prefix="/api")
 
 
 @bp.get("/models")
+@openapi.definition(parameter=doc.REQUEST_ID, response=[doc.API_MODEL_LIST, *doc.LISTING_ERRORS])
 async def api_models(request: Request) -> HTTPResponse:
     """All routes' models, de-duplicated, with each source route and its listing latency."""
     return json(await request.app.ctx.proxy.api_models())

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse, Request, json
+from sanic_ext import openapi
 
+from .. import schemas as doc
 from ..payloads import OpenAIBody
 
 bp = Blueprint("openai", url_prefix="/v1")
 
 
 @bp.get("/models")
+@openapi.definition(parameter=doc.REQUEST_ID, response=[doc.OPENAI_MODEL_LIST, *doc.LISTING_ERRORS])
 async def models(request: Request) -> HTTPResponse:
+    """List models: every route's, each once, as OpenAI's `GET /models`."""
     return json(await request.app.ctx.proxy.openai_models())
 
 
@@ -22,15 +26,33 @@ async def _forward(request: Request, endpoint: str) -> HTTPResponse | None:
 
 
 @bp.post("/chat/completions")
+@openapi.definition(
+    body=doc.OPENAI_CHAT_BODY,
+    parameter=doc.ROUTED_HEADERS,
+    response=[doc.CHAT_COMPLETION_OR_STREAM, *doc.ROUTED_ERRORS],
+)
 async def chat_completions(request: Request) -> HTTPResponse | None:
+    """Chat completion (OpenAI), as JSON or, with `stream: true`, as server-sent events."""
     return await _forward(request, "/chat/completions")
 
 
 @bp.post("/completions")
+@openapi.definition(
+    body=doc.OPENAI_COMPLETION_BODY,
+    parameter=doc.ROUTED_HEADERS,
+    response=[doc.COMPLETION_OR_STREAM, *doc.ROUTED_ERRORS],
+)
 async def completions(request: Request) -> HTTPResponse | None:
+    """Text completion (OpenAI, legacy), as JSON or, with `stream: true`, as server-sent events."""
     return await _forward(request, "/completions")
 
 
 @bp.post("/embeddings")
+@openapi.definition(
+    body=doc.OPENAI_EMBEDDINGS_BODY,
+    parameter=doc.ROUTED_HEADERS,
+    response=[doc.EMBEDDINGS, *doc.ROUTED_ERRORS],
+)
 async def embeddings(request: Request) -> HTTPResponse:
+    """Embeddings (OpenAI)."""
     return await _forward(request, "/embeddings")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -97,8 +98,6 @@ def test_redis_outage_degrades_and_the_limit_returns_with_redis(
 
 def _wait_for_redis_use(gateway: Gateway) -> bool:
     """The gateway retries Redis after a short back-off; wait until a worker says it is back."""
-    import time
-
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         httpx.get(f"{gateway.url}/health")  # not limited: costs no budget
@@ -203,8 +202,16 @@ def test_one_json_access_line_per_request_without_prompt_text(
     httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={"X-Request-ID": "log-test-1"})
     with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json={**CHAT, "stream": True}, headers={"X-Request-ID": "log-test-2"}) as r:
         r.read()
-    lines = [orjson.loads(line) for line in gateway.output().splitlines() if line.startswith("{")]
-    access = {line["request_id"]: line for line in lines if line.get("message") == "request"}
+
+    def access_lines() -> dict[str, dict]:
+        lines = [orjson.loads(line) for line in gateway.output().splitlines() if line.startswith("{")]
+        return {line["request_id"]: line for line in lines if line.get("message") == "request"}
+
+    # A stream's line is written just after its last byte: give the worker a moment.
+    deadline = time.monotonic() + 5
+    while "log-test-2" not in access_lines() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    access = access_lines()
     for request_id in ("log-test-1", "log-test-2"):
         line = access[request_id]
         assert line["status"] == 200 and line["upstream_status"] == 200

@@ -6,6 +6,7 @@ import pytest
 
 from gateway.errors import ModelNotAllowed, RoutingConflict, UnknownRouteKey, UpstreamUnavailable
 from gateway.models_cache import ModelList, ModelsCache
+from gateway.replicas import Route
 from gateway.routing import Router
 from gateway.settings import Settings
 
@@ -21,7 +22,12 @@ def router_for(settings: Settings, lists: dict[str, ModelList | None]) -> tuple[
         calls.append(key)
         return lists.get(key)
 
-    return Router(settings, ModelsCache(fetch, ttl_seconds=60)), calls
+    routes = {key: Route(key, urls, probe=_never_up, probe_interval=1, cooldown_max=1) for key, urls in settings.routes.items()}
+    return Router(settings, routes, ModelsCache(fetch, ttl_seconds=60)), calls
+
+
+async def _never_up(url: str) -> bool:
+    return False
 
 
 ROUTES = {"MODEL_ROUTE_a": "http://127.0.0.1:1/v1", "MODEL_ROUTE_b": "http://127.0.0.1:2/v1"}
