@@ -13,8 +13,8 @@ per request. The blueprints attach these pieces to their handlers with `@openapi
   operation unless it says otherwise (only `/health` does).
 
 Why dataclasses are turned into schemas here rather than by `openapi.component`: sanic-ext
-25.12 converts a dataclass without a `required` list, without the class's docstring, and with a
-made-up `title` per property. `_object_schema` builds the same `Object` from the dataclass fields,
+25.12 converts a dataclass without a `required` list and without the class's docstring, and adds a
+`title` made from each property's name. `_object_schema` builds the same `Object` from the dataclass fields,
 with `required` (the fields without a default), the docstring as description, and `$ref`s for
 nested dataclasses. Per-field schema keywords (description, enum, example) come from the field's
 `metadata["openapi"]`, the convention sanic-ext itself reads.
@@ -27,8 +27,9 @@ specification builder when this module is imported. That builder is a process-wi
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
-from typing import Any, Callable, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from sanic_ext.extensions.openapi.builders import SpecificationBuilder
 from sanic_ext.extensions.openapi.definitions import Reference, RequestBody, Response
@@ -106,11 +107,15 @@ def ref(cls: type) -> Reference:
     return Reference(f"#/components/schemas/{cls.__name__}")
 
 
+def _is_dataclass_type(annotation: Any) -> bool:
+    return isinstance(annotation, type) and is_dataclass(annotation)
+
+
 def _property_schema(annotation: Any, keywords: dict[str, Any]) -> Schema:
-    if is_dataclass(annotation):
+    if _is_dataclass_type(annotation):
         return ref(annotation)  # OpenAPI 3.0 ignores keywords beside a $ref
     args = get_args(annotation)
-    if get_origin(annotation) is list and args and is_dataclass(args[0]):
+    if get_origin(annotation) is list and args and _is_dataclass_type(args[0]):
         return Array(ref(args[0]), **keywords)
     return Schema.make(annotation, **keywords)
 
@@ -146,8 +151,9 @@ def _json(cls: type, description: str, status: int = 200) -> Response:
     return Response({JSON: ref(cls)}, status=_status(status), description=description)
 
 
-def _status(status: int) -> str:
-    # A string: the app serialises the document with orjson, which refuses integer keys.
+def _status(status: int) -> Any:
+    # A string, although sanic-ext types it as an int: the status becomes a key of the `responses`
+    # object, and the app serialises the document with orjson, which refuses integer keys.
     return str(status)
 
 
@@ -258,7 +264,9 @@ ROUTED_ERRORS = (
 LISTING_ERRORS = (_UNAUTHORIZED, _RATE_LIMITED)
 #: `/metrics` is not rate limited, and needs no key with `METRICS_PUBLIC=true`.
 METRICS_ERRORS = (
-    _error(401, "No API key, or a wrong one: `/metrics` needs one when `API_KEY` is set, unless `METRICS_PUBLIC=true`."),
+    _error(
+        401, "No API key, or a wrong one: `/metrics` needs one when `API_KEY` is set, unless `METRICS_PUBLIC=true`."
+    ),
 )
 
 
@@ -283,8 +291,8 @@ MODEL_KEY: dict[str, Any] = {
     "`modelKey` in an `/api` body) the route is the one whose vLLM lists the model, or `DEFAULT_MODEL_KEY`.",
 }
 
-#: The headers of the endpoints that route to an upstream.
-ROUTED_HEADERS = (MODEL_KEY, REQUEST_ID)
+#: The headers of the endpoints that route to an upstream (a list: what sanic-ext's signature takes).
+ROUTED_HEADERS: list[Any] = [MODEL_KEY, REQUEST_ID]
 
 #: The schemes, as alternatives: either header carries one of the keys of `API_KEY`.
 SECURITY_SCHEMES = ("ApiKey", "Bearer")

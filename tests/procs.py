@@ -93,8 +93,8 @@ class Process:
 class FakeVLLM(Process):
     """`scripts/fake_vllm.py` on a free port; `configure()` and `stats()` use its control API."""
 
-    def __init__(self, *models: str, args: tuple[str, ...] = ()) -> None:
-        self.port = free_port()
+    def __init__(self, *models: str, args: tuple[str, ...] = (), port: int | None = None) -> None:
+        self.port = port or free_port()
         self.origin = f"http://127.0.0.1:{self.port}"
         self.url = f"{self.origin}/v1"
         argv = [sys.executable, str(FAKE_VLLM), "--port", str(self.port), "--quiet"]

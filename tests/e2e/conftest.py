@@ -56,9 +56,12 @@ def _run_script(args: list[str], timeout: float) -> tuple[int | None, str]:
     It runs in a process group of its own, so a timeout also ends what it is running (pip, say);
     the vLLM servers themselves are started in sessions of their own and are not touched by it.
     """
+    # The ports are fixed here (the gateway's routes name them), whatever the caller's environment says.
+    env = {**os.environ, "VLLM_CPU_CHAT_PORT": str(CHAT_PORT), "VLLM_CPU_EMBED_PORT": str(EMBED_PORT)}
     proc = subprocess.Popen(
         args,
         cwd=ROOT,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sanic import Sanic
@@ -69,6 +70,12 @@ async def test_every_endpoint_is_documented(spec: dict[str, Any], make_app: Call
         if not route.path.startswith("docs") and method not in {"HEAD", "OPTIONS"}
     }
     assert served <= documented
+
+
+async def test_the_ui_is_served_without_a_key(make_app: Callable[..., Sanic]) -> None:
+    _, response = await make_app(API_KEY="secret").asgi_client.get("/docs")
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/html")
 
 
 def test_the_document_names_the_api_and_its_tags(spec: dict[str, Any]) -> None:
