@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.replicas import Dispatch, Route
+
+URLS = ("http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1", "http://127.0.0.1:3/v1")
+
+
+def make_route(up: set[str] | None = None, interval: float = 0.02) -> Route:
+    async def probe(url: str) -> bool:
+        return up is None or url in up
+
+    return Route("r", URLS, probe=probe, probe_interval=interval, cooldown_max=1.0)
+
+
+def test_ties_go_round_robin_and_load_goes_to_the_least_busy() -> None:
+    route = make_route()
+    picks = [route.choose(set()) for _ in range(6)]
+    assert [r.url for r in picks] == list(URLS) * 2
+    route.acquire(route.replicas[0])
+    route.acquire(route.replicas[1])
+    assert route.choose(set()) is route.replicas[2]
+    route.release(route.replicas[0])
+    route.release(route.replicas[1])
+    assert [r.in_flight for r in route.replicas] == [0, 0, 0]
+
+
+async def test_a_failed_replica_is_ejected_and_probed_back() -> None:
+    up: set[str] = set()
+    route = make_route(up)
+    route.failed(route.replicas[0], "refused")
+    assert not route.replicas[0].healthy
+    assert all(route.choose(set()) is not route.replicas[0] for _ in range(6))
+    up.add(URLS[0])
+    await asyncio.sleep(0.1)
+    assert route.replicas[0].healthy
+    route.close()
+
+
+async def test_cooldown_doubles_for_a_flapping_replica() -> None:
+    route = make_route(interval=0.05)
+    replica = route.replicas[0]
+    cooldowns = []
+    for _ in range(6):
+        route.failed(replica, "x")
+        assert replica.ejected_until is not None
+        cooldowns.append(round(replica.ejected_until - time.monotonic(), 2))
+        replica.ejected_until = None  # it came back, and fails again at once
+    assert cooldowns == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0]  # doubling, capped at cooldown_max
+    route.close()
+
+
+async def test_dispatch_fails_over_on_refusal_and_5xx_and_releases_every_lease() -> None:
+    route = make_route(up=set())
+    calls: list[str] = []
+
+    async def call(url: str) -> httpx.Response:
+        calls.append(url)
+        if url == URLS[0]:
+            raise httpx.ConnectError("refused")
+        if url == URLS[1]:
+            return httpx.Response(503)
+        return httpx.Response(200, json={"ok": True})
+
+    dispatch = Dispatch(route, max_attempts=3)
+    try:
+        response = await dispatch.send(call)
+        assert [r.in_flight for r in route.replicas] == [0, 0, 1]
+    finally:
+        dispatch.release()
+    assert response.status_code == 200 and calls == list(URLS)
+    assert dispatch.retries == 2
+    assert [r.in_flight for r in route.replicas] == [0, 0, 0]
+    assert [r.healthy for r in route.replicas] == [False, False, True]
+    route.close()
+
+
+async def test_dispatch_gives_up_naming_the_route_with_the_last_failures_status() -> None:
+    route = make_route(up=set())
+
+    async def refused(url: str) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    async def slow(url: str) -> httpx.Response:
+        raise httpx.ConnectTimeout("slow")
+
+    with pytest.raises(UpstreamUnavailable, match="route 'r'.*3 of 3 tried"):
+        await Dispatch(route, 5).send(refused)
+    with pytest.raises(UpstreamTimeout, match="route 'r'"):
+        await Dispatch(make_route(up=set()), 2).send(slow)
+    route.close()
+
+
+async def test_read_timeout_is_not_retried() -> None:
+    route = make_route()
+    calls: list[str] = []
+
+    async def call(url: str) -> httpx.Response:
+        calls.append(url)
+        raise httpx.ReadTimeout("slow generation")
+
+    dispatch = Dispatch(route, 3)
+    with pytest.raises(UpstreamTimeout):
+        await dispatch.send(call)
+    dispatch.release()
+    assert len(calls) == 1 and all(r.healthy for r in route.replicas)
+
+
+async def test_a_cancelled_request_releases_its_lease() -> None:
+    route = make_route()
+
+    async def hang(url: str) -> httpx.Response:
+        await asyncio.sleep(10)
+        raise AssertionError
+
+    dispatch = Dispatch(route, 3)
+
+    async def request() -> None:
+        try:
+            await dispatch.send(hang)
+        finally:
+            dispatch.release()
+
+    task = asyncio.ensure_future(request())
+    await asyncio.sleep(0.01)
+    assert sum(r.in_flight for r in route.replicas) == 1
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert sum(r.in_flight for r in route.replicas) == 0
