@@ -23,7 +23,7 @@ import orjson
 from sanic import HTTPResponse, Request, Sanic
 from sanic_ext import Extend
 
-from . import blueprints, metrics as metrics_module
+from . import __version__, blueprints, metrics as metrics_module
 from .access import record_request
 from .client_ip import ClientIP, parse_networks
 from .errors import GatewayErrorHandler
@@ -109,9 +109,9 @@ def _configure(app: Sanic, settings: Settings) -> None:
         CORS_ALLOW_HEADERS=CORS_ALLOW_HEADERS,
         CORS_EXPOSE_HEADERS=CORS_EXPOSE_HEADERS,
         CORS_MAX_AGE=600,
-        OAS_TITLE="vLLM gateway",
-        OAS_DESCRIPTION="One stable, OpenAI-compatible API in front of several vLLM servers.",
-        OAS_VERSION="0.1.0",
+        API_TITLE="vLLM gateway",
+        API_DESCRIPTION="One stable, OpenAI-compatible API in front of several vLLM servers.",
+        API_VERSION=__version__,
     )
     # Explicitly, not through AUTO_EXTEND: that one silently does nothing when sanic-ext cannot
     # be imported (sanic-ext 25.12 without pydantic), taking CORS and the docs away unnoticed.

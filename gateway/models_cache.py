@@ -29,16 +29,22 @@ LOCK_WAIT_SECONDS = 3.0
 LOCK_POLL_SECONDS = 0.02
 
 
-@dataclass(frozen=True, slots=True)
 class ModelList:
     """One route's models as its upstream listed them, and how long the listing took."""
 
-    models: tuple[dict[str, Any], ...]
-    latency_ms: int
+    __slots__ = ("models", "latency_ms", "ids")
 
-    @property
-    def ids(self) -> frozenset[str]:
-        return frozenset(str(model.get("id")) for model in self.models)
+    def __init__(self, models: tuple[dict[str, Any], ...], latency_ms: int) -> None:
+        self.models = models
+        self.latency_ms = latency_ms
+        # Routing asks "is model X here?" on every request: a set, built once per listing.
+        self.ids = frozenset(str(model.get("id")) for model in models)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ModelList) and (self.models, self.latency_ms) == (other.models, other.latency_ms)
+
+    def __repr__(self) -> str:
+        return f"ModelList(ids={sorted(self.ids)!r}, latency_ms={self.latency_ms})"
 
     def to_json(self) -> bytes:
         return orjson.dumps({"models": self.models, "latency_ms": self.latency_ms})
@@ -64,7 +70,6 @@ def merge_listings(listings: Iterable[ModelList | None]) -> ModelList | None:
 @dataclass(slots=True)
 class _Entry:
     value: ModelList | None  # None: the route could not be listed
-    ids: frozenset[str]
     expires_at: float
 
 
@@ -86,13 +91,26 @@ class ModelsCache:
 
     async def ids(self, route_key: str) -> frozenset[str] | None:
         """The route's model ids, or None if it could not be listed."""
-        entry = await self._entry(route_key)
-        return entry.ids if entry.value is not None else None
+        value = (await self._entry(route_key)).value
+        return value.ids if value is not None else None
 
     async def get_many(self, route_keys: Iterable[str]) -> dict[str, ModelList | None]:
+        """Several routes' listings, fetched concurrently where they are not cached."""
+        now = time.monotonic()
         keys = list(route_keys)
-        entries = await asyncio.gather(*(self._entry(key) for key in keys))
-        return {key: entry.value for key, entry in zip(keys, entries)}
+        found: dict[str, ModelList | None] = {}
+        missing: list[str] = []
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is not None and entry.expires_at > now:
+                found[key] = entry.value
+            else:
+                missing.append(key)
+        if missing:  # the common case, all cached, costs no task
+            entries = await asyncio.gather(*(self._entry(key) for key in missing))
+            found.update((key, entry.value) for key, entry in zip(missing, entries))
+            found = {key: found[key] for key in keys}  # in the routes' order
+        return found
 
     def invalidate(self, route_key: str) -> None:
         self._entries.pop(route_key, None)
@@ -131,8 +149,7 @@ class ModelsCache:
     def _make_entry(self, value: ModelList | None, ttl: float) -> _Entry:
         if value is None:
             ttl = min(ttl, FAILURE_TTL_SECONDS)
-        ids = value.ids if value is not None else frozenset()
-        return _Entry(value=value, ids=ids, expires_at=time.monotonic() + ttl)
+        return _Entry(value=value, expires_at=time.monotonic() + ttl)
 
     async def _load_shared(self, store: RedisStore, route_key: str) -> _Entry:
         key = store.key("models", route_key)

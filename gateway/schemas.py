@@ -46,6 +46,7 @@ __all__ = [
     "EMBEDDINGS",
     "HEALTH",
     "LISTING_ERRORS",
+    "ROUTE_STATUS",
     "METRICS_ERRORS",
     "METRICS_TEXT",
     "MODEL_KEY",
@@ -392,7 +393,41 @@ class OpenAIModelList:
     data: list[OpenAIModel] = _field("The models.", required=True)
 
 
+@schema()
+@dataclass(frozen=True, kw_only=True)
+class ReplicaStatus:
+    """One replica of a route, as the answering worker sees it."""
+
+    url: str = _field("The replica's base URL.", required=True)
+    state: str = _field("In rotation, or ejected after a failure.", required=True, enum=["healthy", "ejected"])
+    in_flight: int = _field("Requests this worker has in flight on it.", required=True)
+    latency_ms: float = _field("Moving average of its recent answer times (null before the first).")
+    requests: int = _field("Attempts this worker sent it.", required=True)
+    errors: int = _field("Of those, failed ones.", required=True)
+    ejections: int = _field("Consecutive ejections (its cool-down doubles with each).", required=True)
+    last_error: str = _field("The last failure, or null.")
+
+
+@schema()
+@dataclass(frozen=True, kw_only=True)
+class RouteStatus:
+    """A route key and its replicas."""
+
+    key: str = _field("The route key (`MODEL_ROUTE_<KEY>`).", required=True)
+    replicas: list[ReplicaStatus] = _field("Its replicas, in configured order.", required=True)
+
+
+@schema()
+@dataclass(frozen=True, kw_only=True)
+class RouteStatusList:
+    """Every route, as seen by one worker process (each keeps its own view of replica health)."""
+
+    worker: int = _field("The pid of the worker that answered.", required=True)
+    routes: list[RouteStatus] = _field("The routes.", required=True)
+
+
 HEALTH = _json(Health, "Always 200 while the gateway runs.")
+ROUTE_STATUS = _json(RouteStatusList, "Routes and replicas.")
 API_MODEL_LIST = _json(ApiModelList, "The merged model list.")
 OPENAI_MODEL_LIST = _json(OpenAIModelList, "The merged model list, in OpenAI's format.")
 METRICS_TEXT = Response(

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse, Request, json
+from sanic_ext import openapi
+
+from .. import schemas as doc
 
 bp = Blueprint("routes", url_prefix="/api")
 
 
 @bp.get("/routes")
+@openapi.definition(parameter=doc.REQUEST_ID, response=[doc.ROUTE_STATUS, *doc.LISTING_ERRORS])
 async def route_status(request: Request) -> HTTPResponse:
-    """Every route and replica as the answering worker sees it: state, requests in flight,
-    recent latency, last error."""
+    """Every route and replica: state, requests in flight, recent latency, last error."""
     return json(request.app.ctx.proxy.route_status())
