@@ -27,8 +27,8 @@ def record_request(request: Request, status: int) -> None:
     duration = time.perf_counter() - started if started is not None else 0.0
     route = request.route
     endpoint = "/" + route.path if route is not None else "unmatched"
-    metrics.requests.labels(endpoint, request.method, str(status)).inc()
-    metrics.request_duration.labels(endpoint).observe(duration)
+    metrics.requests_for(endpoint, request.method, str(status)).inc()
+    metrics.request_duration_for(endpoint).observe(duration)
     if access_logger.isEnabledFor(logging.INFO):
         access_logger.info(
             "request",

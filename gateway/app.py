@@ -14,10 +14,10 @@ process, never per request. Where things live:
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import sys
 import time
-import uuid
 
 import orjson
 from sanic import HTTPResponse, Request, Sanic
@@ -48,6 +48,14 @@ _valid_request_id = re.compile(r"[A-Za-z0-9._:\-]{1,128}").fullmatch
 # Headers browsers may send and read across origins (`*` would not cover Authorization).
 CORS_ALLOW_HEADERS = "authorization,content-type,x-api-key,x-request-id,x-model-key"
 CORS_EXPOSE_HEADERS = "x-request-id,retry-after,x-ratelimit-limit,x-ratelimit-remaining,x-ratelimit-reset"
+
+
+def new_request_id() -> str:
+    """128 random bits in hex, like a UUID4 but without a system call per request.
+
+    `random` is seeded from the OS in every (spawned) worker, so workers never share a sequence.
+    """
+    return f"{random.getrandbits(128):032x}"
 
 
 def load_or_exit() -> Settings:
@@ -122,7 +130,7 @@ async def _begin_request(request: Request) -> None:
     ctx = request.ctx
     ctx.started = time.perf_counter()
     incoming = request.headers.get("x-request-id")
-    ctx.request_id = incoming if incoming and _valid_request_id(incoming) else uuid.uuid4().hex
+    ctx.request_id = incoming if incoming and _valid_request_id(incoming) else new_request_id()
     ctx.route_key = ctx.model = ctx.upstream_status = ctx.rate = None
     ctx.streaming = False
     await request.app.ctx.guard.admit(request)
@@ -132,7 +140,7 @@ async def _end_request(request: Request, response: HTTPResponse) -> None:
     ctx = request.ctx
     request_id = getattr(ctx, "request_id", None)
     if request_id is None:  # the request failed before the request middleware ran
-        request_id = ctx.request_id = uuid.uuid4().hex
+        request_id = ctx.request_id = new_request_id()
     headers = response.headers
     headers["x-request-id"] = request_id
     rate = getattr(ctx, "rate", None)

@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -86,8 +87,27 @@ def usage_tokens(body: bytes) -> tuple[int, int] | None:
     return int(prompt.group(1)), int(completion.group(1)) if completion else 0
 
 
+def _cached_labels(family: Any) -> Callable[..., Any]:
+    """`family.labels(...)`, with each child kept: the hot path then costs one dict lookup.
+
+    Label values are route keys, endpoints, statuses and served model names: a bounded set.
+    """
+    children: dict[tuple[str, ...], Any] = {}
+
+    def labels(*values: str) -> Any:
+        child = children.get(values)
+        if child is None:
+            child = children[values] = family.labels(*values)
+        return child
+
+    return labels
+
+
 class Metrics:
-    """The gateway's metric families; one instance per process (`metrics` below)."""
+    """The gateway's metric families; one instance per process (`metrics` below).
+
+    Use the `*_for(...)` look-ups on the request path; they cache the labelled children.
+    """
 
     def __init__(self) -> None:
         self.requests = Counter(
@@ -149,11 +169,19 @@ class Metrics:
             "gateway_replica_ejections_total", "Times a replica was taken out of rotation.", ["route", "replica"]
         )
 
+        self.requests_for = _cached_labels(self.requests)
+        self.request_duration_for = _cached_labels(self.request_duration)
+        self.upstream_duration_for = _cached_labels(self.upstream_duration)
+        self.upstream_errors_for = _cached_labels(self.upstream_errors)
+        self.first_chunk_for = _cached_labels(self.first_chunk)
+        self.tokens_for = _cached_labels(self.tokens)
+        self.replica_requests_for = _cached_labels(self.replica_requests)
+
     def count_tokens(self, route: str, model: str, body: bytes) -> None:
         usage = usage_tokens(body)
         if usage is not None:
-            self.tokens.labels(route, model, "prompt").inc(usage[0])
-            self.tokens.labels(route, model, "completion").inc(usage[1])
+            self.tokens_for(route, model, "prompt").inc(usage[0])
+            self.tokens_for(route, model, "completion").inc(usage[1])
 
 
 metrics = Metrics()

@@ -69,10 +69,10 @@ class Proxy:
             async with asyncio.timeout(self.settings.total_timeout_seconds):
                 upstream = await dispatch.send(self._sender(request, endpoint, body, self.upstream.post))
         except TimeoutError:
-            metrics.upstream_errors.labels(route.key, "timeout").inc()
+            metrics.upstream_errors_for(route.key, "timeout").inc()
             raise UpstreamTimeout(f"route {route.key!r} did not answer within TOTAL_TIMEOUT_SECONDS") from None
         except GatewayError as error:
-            metrics.upstream_errors.labels(route.key, error.code.removeprefix("upstream_")).inc()
+            metrics.upstream_errors_for(route.key, error.code.removeprefix("upstream_")).inc()
             raise
         except asyncio.CancelledError:
             record_request(request, CLIENT_CLOSED)
@@ -81,11 +81,11 @@ class Proxy:
             dispatch.release()
         status = request.ctx.upstream_status = upstream.status_code
         model_label = (request.ctx.model or "") if status < 400 else ""
-        metrics.upstream_duration.labels(route.key, model_label).observe(time.perf_counter() - started)
+        metrics.upstream_duration_for(route.key, model_label).observe(time.perf_counter() - started)
         if status == 200:
             metrics.count_tokens(route.key, model_label, upstream.content)
         elif status >= 500:
-            metrics.upstream_errors.labels(route.key, f"http_{status}").inc()
+            metrics.upstream_errors_for(route.key, f"http_{status}").inc()
         return HTTPResponse(
             upstream.content, status=status, content_type=upstream.headers.get("content-type", "application/json")
         )
@@ -104,7 +104,7 @@ class Proxy:
             lambda: dispatch.send(send),
             heartbeat_seconds=self.settings.sse_heartbeat_seconds,
             total_timeout_seconds=self.settings.total_timeout_seconds,
-            on_first_chunk=lambda: metrics.first_chunk.labels(route.key).observe(
+            on_first_chunk=lambda: metrics.first_chunk_for(route.key).observe(
                 time.perf_counter() - request.ctx.started
             ),
             on_usage=lambda events: metrics.count_tokens(route.key, model_label, events),
@@ -129,10 +129,10 @@ class Proxy:
             request.ctx.upstream_status = relay.upstream_status
             request.ctx.streaming = relay.started
             if relay.error is not None:
-                metrics.upstream_errors.labels(route.key, relay.error.code.removeprefix("upstream_")).inc()
+                metrics.upstream_errors_for(route.key, relay.error.code.removeprefix("upstream_")).inc()
             elif relay.upstream_status is not None and relay.upstream_status >= 500:
-                metrics.upstream_errors.labels(route.key, f"http_{relay.upstream_status}").inc()
-            metrics.upstream_duration.labels(route.key, model_label if relay.started else "").observe(
+                metrics.upstream_errors_for(route.key, f"http_{relay.upstream_status}").inc()
+            metrics.upstream_duration_for(route.key, model_label if relay.started else "").observe(
                 time.perf_counter() - started
             )
             if relay.started:

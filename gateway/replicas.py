@@ -114,7 +114,7 @@ class Route:
         replica.in_flight += 1
         replica.requests += 1
         self._in_flight[replica.url].inc()
-        metrics.replica_requests.labels(self.key, replica.url).inc()
+        metrics.replica_requests_for(self.key, replica.url).inc()
 
     def release(self, replica: Replica) -> None:
         replica.in_flight -= 1
