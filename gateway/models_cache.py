@@ -106,9 +106,9 @@ class ModelsCache:
                 found[key] = entry.value
             else:
                 missing.append(key)
-        if missing:  # the common case, all cached, costs no task
+        if missing:  # only misses cost tasks; the common case, all cached, costs none
             entries = await asyncio.gather(*(self._entry(key) for key in missing))
-            found.update((key, entry.value) for key, entry in zip(missing, entries))
+            found.update((key, entry.value) for key, entry in zip(missing, entries, strict=True))
             found = {key: found[key] for key in keys}  # in the routes' order
         return found
 

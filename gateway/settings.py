@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 __all__ = ["Settings", "SettingsError", "load_settings", "read_env_file"]
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 ROUTE_PREFIX = "MODEL_ROUTE_"
 LEGACY_ROUTE_KEY = "default"
@@ -166,8 +167,8 @@ def _boolean(value: str) -> bool:
     raise ValueError(value)
 
 
-def _ranged(kind: Callable[[str], float], low: float, high: float) -> Callable[[str], float]:
-    def cast(value: str) -> float:
+def _ranged(kind: Callable[[str], N], low: float, high: float) -> Callable[[str], N]:
+    def cast(value: str) -> N:
         number = kind(value)
         if not low <= number <= high:
             raise ValueError(value)

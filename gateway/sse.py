@@ -142,10 +142,10 @@ class StreamRelay:
                 raise
             await self._fail(error)
         except TimeoutError:
-            error = UpstreamTimeout(f"the stream from route {self.route_key!r} exceeded TOTAL_TIMEOUT_SECONDS")
+            timeout = UpstreamTimeout(f"the stream from route {self.route_key!r} exceeded TOTAL_TIMEOUT_SECONDS")
             if not self.started:
-                raise error from None
-            await self._fail(error)
+                raise timeout from None
+            await self._fail(timeout)
         except asyncio.CancelledError:
             if not self._shutting_down:
                 raise  # the client hung up: nothing more to send

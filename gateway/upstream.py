@@ -32,12 +32,13 @@ MODELS_READ_TIMEOUT_SECONDS = 10.0
 def map_transport_error(exc: Exception, route_key: str) -> GatewayError:
     """The gateway error for an httpx failure while talking to `route_key`."""
     if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
-        phase = {
+        phases: dict[type[Exception], str] = {
             httpx.ConnectTimeout: "connecting to",
             httpx.ReadTimeout: "waiting for",
             httpx.WriteTimeout: "sending to",
             httpx.PoolTimeout: "waiting for a connection to",
-        }.get(type(exc), "waiting for")
+        }
+        phase = phases.get(type(exc), "waiting for")
         return UpstreamTimeout(f"timed out {phase} the upstream of route {route_key!r}")
     if isinstance(exc, (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.CloseError)):
         return UpstreamUnavailable(f"the upstream of route {route_key!r} is unreachable ({_reason(exc)})")

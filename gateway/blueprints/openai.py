@@ -53,6 +53,6 @@ async def completions(request: Request) -> HTTPResponse | None:
     parameter=doc.ROUTED_HEADERS,
     response=[doc.EMBEDDINGS, *doc.ROUTED_ERRORS],
 )
-async def embeddings(request: Request) -> HTTPResponse:
+async def embeddings(request: Request) -> HTTPResponse | None:
     """Embeddings (OpenAI)."""
     return await _forward(request, "/embeddings")
