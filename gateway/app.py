@@ -23,7 +23,8 @@ import orjson
 from sanic import HTTPResponse, Request, Sanic
 from sanic_ext import Extend
 
-from . import __version__, blueprints, metrics as metrics_module
+from . import __version__, blueprints
+from . import metrics as metrics_module
 from .access import record_request
 from .client_ip import ClientIP, parse_networks
 from .errors import GatewayErrorHandler
