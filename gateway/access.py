@@ -22,7 +22,11 @@ access_logger = logging.getLogger("gateway.access")
 
 
 def record_request(request: Request, status: int) -> None:
+    """Record a finished request, once: later calls for the same request do nothing."""
     ctx = request.ctx
+    if getattr(ctx, "recorded", False):
+        return
+    ctx.recorded = True
     started = getattr(ctx, "started", None)
     duration = time.perf_counter() - started if started is not None else 0.0
     route = request.route

@@ -24,6 +24,7 @@ itself returns are not in this tree: they are relayed with vLLM's own status and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Mapping
 
@@ -176,6 +177,9 @@ class GatewayErrorHandler(ErrorHandler):
     """Renders every exception as the JSON envelope: never HTML, never a traceback."""
 
     def default(self, request: Request, exception: BaseException) -> HTTPResponse:
+        if isinstance(exception, asyncio.CancelledError):
+            # The client hung up (Sanic's RequestCancelled): nobody will read this; no alarm.
+            return _json_response(499, error_body("client closed the request", "client_closed", "client_closed"))
         if isinstance(exception, GatewayError):
             return _json_response(exception.status, exception.to_json(), exception.headers)
         if isinstance(exception, SanicException):

@@ -30,7 +30,7 @@ import httpx
 
 from .errors import GatewayError, UpstreamUnavailable
 from .metrics import metrics
-from .upstream import map_transport_error
+from .upstream import close_response, map_transport_error
 
 __all__ = ["Dispatch", "Replica", "Route", "RETRYABLE_STATUSES"]
 
@@ -191,7 +191,7 @@ class Dispatch:
             if response.status_code in RETRYABLE_STATUSES:
                 self.route.failed(replica, f"HTTP {response.status_code}")
                 if len(tried) < self.max_attempts and self.route.choose(tried) is not None:
-                    await response.aclose()
+                    await close_response(response)
                     continue
                 return response  # the last replica's error is relayed as it is
             self.route.succeeded(replica, time.perf_counter() - started)

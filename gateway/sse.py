@@ -32,7 +32,7 @@ from sanic import HTTPResponse, Request
 from sanic.response.types import HTTPResponse as StreamingResponse
 
 from .errors import GatewayError, UpstreamError, UpstreamTimeout, error_body
-from .upstream import map_transport_error
+from .upstream import close_response, close_when_done, map_transport_error
 
 __all__ = ["SSE_HEADERS", "StreamRelay"]
 
@@ -153,13 +153,12 @@ class StreamRelay:
             await self._fail(UpstreamError("the gateway is shutting down", code="shutting_down"))
         finally:
             self._stop_beats()
-            if not opening.done():
-                opening.cancel()
-                await asyncio.gather(opening, return_exceptions=True)
-            if upstream is None and not opening.cancelled() and opening.exception() is None:
+            if upstream is None and opening.done() and not opening.cancelled() and opening.exception() is None:
                 upstream = opening.result()
+            if not opening.done():
+                close_when_done(opening)
             if upstream is not None:
-                await upstream.aclose()
+                await close_response(upstream)
         return None
 
     async def _start(self) -> None:

@@ -20,13 +20,46 @@ from .errors import GatewayError, UpstreamError, UpstreamProtocolError, Upstream
 from .models_cache import ModelList
 from .settings import Settings
 
-__all__ = ["Upstream", "map_transport_error"]
+__all__ = ["Upstream", "close_response", "close_when_done", "map_transport_error"]
 
 # Compressed upstream bodies would only cost a decompression before we relay them.
 _BASE_HEADERS = {"accept-encoding": "identity", "user-agent": "vllm-gateway"}
 _JSON_HEADERS = {**_BASE_HEADERS, "content-type": "application/json"}
 # `/models` listings feed routing decisions; a slow one must not hold requests for long.
 MODELS_READ_TIMEOUT_SECONDS = 10.0
+
+
+# Closes in progress; kept referenced so that the event loop does not drop them half-way.
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_in_background(response: httpx.Response) -> asyncio.Task[None]:
+    task = asyncio.ensure_future(response.aclose())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+    return task
+
+
+async def close_response(response: httpx.Response) -> None:
+    """Close `response`, and with it an unread upstream connection, even if we are cancelled.
+
+    Closing the connection is what makes vLLM abort a generation, so it must not be skipped.
+    When a client hangs up, Sanic may cancel the handler a second time while its cleanup runs;
+    httpcore shields its own cleanup only from anyio cancellation, not from `Task.cancel()`.
+    So the close runs in a task of its own, and a cancellation interrupts only the wait for it.
+    """
+    await asyncio.shield(_close_in_background(response))
+
+
+def close_when_done(opening: asyncio.Future[httpx.Response]) -> None:
+    """Cancel a pending upstream request; should it still deliver a response, close that at once."""
+
+    def done(future: asyncio.Future[httpx.Response]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            _close_in_background(future.result())
+
+    opening.cancel()
+    opening.add_done_callback(done)
 
 
 def map_transport_error(exc: Exception, route_key: str) -> GatewayError:
