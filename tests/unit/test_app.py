@@ -19,7 +19,10 @@ COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "choices": [], "u
 
 @pytest.fixture
 def upstream() -> respx.MockRouter:
-    with respx.mock(assert_all_called=False) as mock:
+    # using="httpx": the gateway's client uses its own transport, not httpcore's; sanic-testing's
+    # ASGI client (host "mockserver") is let through.
+    with respx.mock(assert_all_called=False, using="httpx") as mock:
+        mock.route(host="mockserver").pass_through()
         mock.get(f"{UPSTREAM_A}/models").respond(json=MODELS_A)
         mock.get(f"{UPSTREAM_B}/models").respond(json={"object": "list", "data": [{"id": "embed"}]})
         yield mock
