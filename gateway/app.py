@@ -22,6 +22,8 @@ import time
 import orjson
 from sanic import HTTPResponse, Request, Sanic
 from sanic_ext import Extend
+from sanic_ext.extensions.http.extension import HTTPExtension
+from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
 from . import __version__, blueprints
 from . import metrics as metrics_module
@@ -124,7 +126,8 @@ def _configure(app: Sanic, settings: Settings) -> None:
     )
     # Explicitly, not through AUTO_EXTEND: that one silently does nothing when sanic-ext cannot
     # be imported (sanic-ext 25.12 without pydantic), taking CORS and the docs away unnoticed.
-    Extend(app)
+    # Only the two extensions used: dependency injection alone would add a signal per request.
+    Extend(app, extensions=[HTTPExtension, OpenAPIExtension], built_in_extensions=False)
 
 
 async def _begin_request(request: Request) -> None:
