@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,14 @@ def test_bad_setting_stops_start_up_with_one_line_and_exit_code_2(tmp_path: Path
     assert result.stderr.strip().splitlines() == [
         "gateway: invalid configuration: API_PORT='fifty': expected an integer from 1 to 65535"
     ]
+
+
+def test_env_example_lists_every_variable_and_loads() -> None:
+    source = (ROOT / "gateway" / "settings.py").read_text()
+    read = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', source)) - {"MODEL_ROUTE_"}
+    example = read_env_file(ROOT / ".env.example")
+    documented = set(example) | set(re.findall(r"^# ([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    log_levels = {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}
+    assert read - documented - log_levels - {"PORT", "WEB_CONCURRENCY"} == set()
+    settings = load_settings({}, env_file=ROOT / ".env.example")
+    assert settings.routes == {"tiny": ("http://127.0.0.1:8000/v1",)}
