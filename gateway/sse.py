@@ -70,7 +70,8 @@ def upstream_error_event(status: int, body: bytes, route_key: str) -> bytes:
 
 
 def _ends_with_done(events: bytes) -> bool:
-    return events.rstrip().endswith(b"data: [DONE]")
+    # The exact LF framing vLLM sends is checked first: it needs no copy of the events.
+    return events.endswith(DONE) or events.rstrip().endswith(b"data: [DONE]")
 
 
 class StreamRelay:
