@@ -37,14 +37,16 @@ def record_request(request: Request, status: int) -> None:
         access_logger.info(
             "request",
             extra={
-                "request_id": getattr(ctx, "request_id", None),
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "duration_ms": round(duration * 1000, 2),
-                "route": getattr(ctx, "route_key", None),
-                "model": getattr(ctx, "model", None),
-                "client_ip": getattr(ctx, "client_ip", None) or request.ip,
-                "upstream_status": getattr(ctx, "upstream_status", None),
+                "fields": {
+                    "request_id": getattr(ctx, "request_id", None),
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "duration_ms": round(duration * 1000, 2),
+                    "route": getattr(ctx, "route_key", None),
+                    "model": getattr(ctx, "model", None),
+                    "client_ip": getattr(ctx, "client_ip", None) or request.ip,
+                    "upstream_status": getattr(ctx, "upstream_status", None),
+                }
             },
         )
