@@ -82,6 +82,8 @@ def create_app(settings: Settings | None = None) -> Sanic:
         log_config=log_config(settings.log_level),
     )
     app.ctx.settings = settings
+    # Tests may put an `httpx.MockTransport` here before the server starts; None: the real one.
+    app.ctx.upstream_transport = None
     # A per-process limiter for single-process runs (tests), where no main process prepares
     # the shared table; built here so it outlives sanic-testing's per-request server restarts.
     app.ctx.local_limiter = LocalLimiter(settings.rate_limit_per_min) if settings.rate_limit_per_min else None
@@ -173,7 +175,7 @@ def _local_limiter(app: Sanic, limit: int) -> LocalLimiter | SharedMemoryLimiter
 
 async def _start_services(app: Sanic) -> None:
     settings: Settings = app.ctx.settings
-    upstream = Upstream(settings)
+    upstream = Upstream(settings, transport=app.ctx.upstream_transport)
     store = None
     if settings.use_redis:
         store = RedisStore(

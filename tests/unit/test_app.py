@@ -18,14 +18,22 @@ COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "choices": [], "u
 
 
 @pytest.fixture
-def upstream() -> respx.MockRouter:
-    # using="httpx": the gateway's client uses its own transport, not httpcore's; sanic-testing's
-    # ASGI client (host "mockserver") is let through.
-    with respx.mock(assert_all_called=False, using="httpx") as mock:
-        mock.route(host="mockserver").pass_through()
-        mock.get(f"{UPSTREAM_A}/models").respond(json=MODELS_A)
-        mock.get(f"{UPSTREAM_B}/models").respond(json={"object": "list", "data": [{"id": "embed"}]})
-        yield mock
+def upstream() -> respx.Router:
+    """The fake upstreams, served to the gateway through its transport (nothing is patched)."""
+    router = respx.Router(assert_all_called=False)
+    router.get(f"{UPSTREAM_A}/models").respond(json=MODELS_A)
+    router.get(f"{UPSTREAM_B}/models").respond(json={"object": "list", "data": [{"id": "embed"}]})
+    return router
+
+
+@pytest.fixture
+def make_app(make_app: Callable[..., Sanic], upstream: respx.Router) -> Callable[..., Sanic]:
+    def build(**env: str) -> Sanic:
+        app = make_app(**env)
+        app.ctx.upstream_transport = httpx.MockTransport(upstream.async_handler)
+        return app
+
+    return build
 
 
 async def call(app: Sanic, method: str, path: str, **kwargs: Any) -> Any:
@@ -38,7 +46,7 @@ def error_of(response: Any) -> dict[str, Any]:
     return response.json["error"]
 
 
-async def test_health_reports_the_default_route(make_app: Callable[..., Sanic], upstream: respx.MockRouter) -> None:
+async def test_health_reports_the_default_route(make_app: Callable[..., Sanic], upstream: respx.Router) -> None:
     response = await call(make_app(DEFAULT_MODEL_KEY="a"), "get", "/health")
     assert response.status == 200
     assert response.json == {"ok": True, "vllm": "ok"}
@@ -52,7 +60,7 @@ async def test_health_without_routes_is_unconfigured(make_app: Callable[..., San
     assert response.json == {"ok": True, "vllm": "unconfigured"}
 
 
-async def test_api_models_merges_routes_with_latency(make_app: Callable[..., Sanic], upstream: respx.MockRouter) -> None:
+async def test_api_models_merges_routes_with_latency(make_app: Callable[..., Sanic], upstream: respx.Router) -> None:
     upstream.get(f"{UPSTREAM_B}/models").respond(json=MODELS_B)
     response = await call(make_app(), "get", "/api/models")
     data = {model["id"]: model for model in response.json["data"]}
@@ -63,7 +71,7 @@ async def test_api_models_merges_routes_with_latency(make_app: Callable[..., San
 
 
 async def test_model_lists_leave_out_a_down_route_and_disallowed_models(
-    make_app: Callable[..., Sanic], upstream: respx.MockRouter
+    make_app: Callable[..., Sanic], upstream: respx.Router
 ) -> None:
     upstream.get(f"{UPSTREAM_B}/models").mock(side_effect=httpx.ConnectError("refused"))
     response = await call(make_app(), "get", "/api/models")
@@ -74,7 +82,7 @@ async def test_model_lists_leave_out_a_down_route_and_disallowed_models(
 
 
 async def test_api_chat_sends_messages_and_returns_upstream_json(
-    make_app: Callable[..., Sanic], upstream: respx.MockRouter
+    make_app: Callable[..., Sanic], upstream: respx.Router
 ) -> None:
     route = upstream.post(f"{UPSTREAM_A}/chat/completions").respond(json=COMPLETION)
     response = await call(
@@ -94,14 +102,14 @@ async def test_api_chat_sends_messages_and_returns_upstream_json(
     assert sent.headers["x-request-id"].startswith("abc-1-")
 
 
-async def test_api_chat_uses_default_model_name(make_app: Callable[..., Sanic], upstream: respx.MockRouter) -> None:
+async def test_api_chat_uses_default_model_name(make_app: Callable[..., Sanic], upstream: respx.Router) -> None:
     route = upstream.post(f"{UPSTREAM_B}/chat/completions").respond(json=COMPLETION)
     response = await call(make_app(DEFAULT_MODEL_NAME="embed"), "post", "/api/chat", json={"message": "Hi"})
     assert response.status == 200
     assert orjson.loads(route.calls.last.request.content)["model"] == "embed"
 
 
-async def test_v1_body_goes_upstream_byte_for_byte(make_app: Callable[..., Sanic], upstream: respx.MockRouter) -> None:
+async def test_v1_body_goes_upstream_byte_for_byte(make_app: Callable[..., Sanic], upstream: respx.Router) -> None:
     route = upstream.post(f"{UPSTREAM_B}/embeddings").respond(json={"object": "list", "data": []})
     body = b'{ "input" : "x",\n "model":"embed", "extra_field": [1,2] }'
     response = await call(make_app(), "post", "/v1/embeddings", content=body)
@@ -109,7 +117,7 @@ async def test_v1_body_goes_upstream_byte_for_byte(make_app: Callable[..., Sanic
     assert route.calls.last.request.content == body
 
 
-async def test_x_model_key_header_routes_v1_requests(make_app: Callable[..., Sanic], upstream: respx.MockRouter) -> None:
+async def test_x_model_key_header_routes_v1_requests(make_app: Callable[..., Sanic], upstream: respx.Router) -> None:
     route = upstream.post(f"{UPSTREAM_B}/completions").respond(json={"object": "text_completion"})
     response = await call(
         make_app(), "post", "/v1/completions", json={"model": "whatever", "prompt": "x"}, headers={"X-Model-Key": "b"}
@@ -118,7 +126,7 @@ async def test_x_model_key_header_routes_v1_requests(make_app: Callable[..., San
 
 
 async def test_upstream_error_status_and_body_are_relayed(
-    make_app: Callable[..., Sanic], upstream: respx.MockRouter
+    make_app: Callable[..., Sanic], upstream: respx.Router
 ) -> None:
     body = b'{"error":{"message":"max_tokens too large","type":"BadRequestError","param":"max_tokens","code":400}}'
     upstream.post(f"{UPSTREAM_A}/chat/completions").respond(400, content=body, headers={"content-type": "application/json"})
@@ -137,7 +145,7 @@ async def test_upstream_error_status_and_body_are_relayed(
     ],
 )
 async def test_transport_failures_become_502_and_504(
-    make_app: Callable[..., Sanic], upstream: respx.MockRouter, failure: Exception, status: int, code: str
+    make_app: Callable[..., Sanic], upstream: respx.Router, failure: Exception, status: int, code: str
 ) -> None:
     upstream.post(f"{UPSTREAM_A}/chat/completions").mock(side_effect=failure)
     response = await call(make_app(), "post", "/api/chat", json={"message": "Hi", "modelKey": "a"})
@@ -158,7 +166,7 @@ async def test_transport_failures_become_502_and_504(
 )
 async def test_request_errors_use_the_envelope(
     make_app: Callable[..., Sanic],
-    upstream: respx.MockRouter,
+    upstream: respx.Router,
     request_kwargs: dict[str, Any],
     status: int,
     code: str,
@@ -169,7 +177,7 @@ async def test_request_errors_use_the_envelope(
     assert set(response.json["error"]) == {"message", "type", "code"}
 
 
-async def test_model_outside_allowed_models_is_403(make_app: Callable[..., Sanic], upstream: respx.MockRouter) -> None:
+async def test_model_outside_allowed_models_is_403(make_app: Callable[..., Sanic], upstream: respx.Router) -> None:
     response = await call(make_app(ALLOWED_MODELS="embed"), "post", "/v1/chat/completions", json={"model": "tiny"})
     assert response.status == 403
     assert error_of(response)["type"] == "permission_error"
@@ -184,7 +192,7 @@ async def test_unknown_path_and_wrong_method(make_app: Callable[..., Sanic]) -> 
     assert response.status == 405 and error_of(response)["code"] == "method_not_allowed"
 
 
-async def test_invalid_request_id_is_replaced(make_app: Callable[..., Sanic], upstream: respx.MockRouter) -> None:
+async def test_invalid_request_id_is_replaced(make_app: Callable[..., Sanic], upstream: respx.Router) -> None:
     response = await call(make_app(), "get", "/v1/models", headers={"X-Request-ID": "bad id\twith spaces"})
     assert response.headers["x-request-id"] != "bad id\twith spaces"
     assert len(response.headers["x-request-id"]) == 32
