@@ -13,12 +13,13 @@ import time
 
 from sanic import Request
 
+from .logs import AccessLog
 from .metrics import metrics
 
 __all__ = ["CLIENT_CLOSED", "record_request"]
 
 CLIENT_CLOSED = 499  # nginx's "client closed request"
-access_logger = logging.getLogger("gateway.access")
+access_log = AccessLog()
 
 
 def record_request(request: Request, status: int) -> None:
@@ -33,20 +34,17 @@ def record_request(request: Request, status: int) -> None:
     endpoint = "/" + route.path if route is not None else "unmatched"
     metrics.requests_for(endpoint, request.method, str(status)).inc()
     metrics.request_duration_for(endpoint).observe(duration)
-    if access_logger.isEnabledFor(logging.INFO):
-        access_logger.info(
-            "request",
-            extra={
-                "fields": {
-                    "request_id": getattr(ctx, "request_id", None),
-                    "method": request.method,
-                    "path": request.path,
-                    "status": status,
-                    "duration_ms": round(duration * 1000, 2),
-                    "route": getattr(ctx, "route_key", None),
-                    "model": getattr(ctx, "model", None),
-                    "client_ip": getattr(ctx, "client_ip", None) or request.ip,
-                    "upstream_status": getattr(ctx, "upstream_status", None),
-                }
-            },
+    if access_log.logger.isEnabledFor(logging.INFO):
+        access_log.write(
+            {
+                "request_id": getattr(ctx, "request_id", None),
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round(duration * 1000, 2),
+                "route": getattr(ctx, "route_key", None),
+                "model": getattr(ctx, "model", None),
+                "client_ip": getattr(ctx, "client_ip", None) or request.ip,
+                "upstream_status": getattr(ctx, "upstream_status", None),
+            }
         )

@@ -65,9 +65,13 @@ class Proxy:
         route = await self._route(request, model_key, model)
         dispatch = Dispatch(route, self.settings.upstream_max_attempts)
         started = time.perf_counter()
+        sending = dispatch.send(self._sender(request, endpoint, body, self.upstream.post))
         try:
-            async with asyncio.timeout(self.settings.total_timeout_seconds):
-                upstream = await dispatch.send(self._sender(request, endpoint, body, self.upstream.post))
+            if self.settings.total_timeout_seconds is None:
+                upstream = await sending
+            else:
+                async with asyncio.timeout(self.settings.total_timeout_seconds):
+                    upstream = await sending
         except TimeoutError:
             metrics.upstream_errors_for(route.key, "timeout").inc()
             raise UpstreamTimeout(f"route {route.key!r} did not answer within TOTAL_TIMEOUT_SECONDS") from None
