@@ -67,7 +67,15 @@ def log_config(level: str) -> dict[str, Any]:
         "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
         "loggers": {
             name: {"level": level, "handlers": ["stdout"], "propagate": False}
-            for name in ("gateway", "sanic.root", "sanic.error", "sanic.server", "sanic.access", "sanic.websockets")
+            for name in (
+                "gateway",
+                "gateway.access",  # a handler of its own: AccessLog writes to it directly
+                "sanic.root",
+                "sanic.error",
+                "sanic.server",
+                "sanic.access",
+                "sanic.websockets",
+            )
         },
     }
 
@@ -87,8 +95,8 @@ class AccessLog:
         logger = self.logger
         if not logger.isEnabledFor(logging.INFO):
             return
-        streams = [h.stream for h in logger.handlers if isinstance(h, logging.StreamHandler)]
-        if not streams:
+        streams = [handler.stream for handler in logger.handlers if isinstance(handler, logging.StreamHandler)]
+        if not streams or logger.propagate:
             logger.info("request", extra={"fields": fields})
             return
         now = time.time()
