@@ -11,8 +11,8 @@ How one stream goes:
    after that point is sent in-band.
 2. Upstream bytes are forwarded as they arrive, whole events only (an event cut across two
    network reads waits for its end), never re-framed or parsed.
-3. A timer sends `: keepalive` whenever nothing was written for `SSE_HEARTBEAT_SECONDS`. It is
-   one task per stream that sleeps, not a task per chunk, so relaying costs nothing extra.
+3. A timer sends `: keepalive` whenever nothing was written for `SSE_HEARTBEAT_SECONDS`: one
+   timer per stream, checked lazily, so relaying a chunk costs nothing extra.
 4. Failure after the start (upstream dropped, read timeout between chunks, the total deadline,
    shutdown): `event: error` with the JSON error envelope, then `data: [DONE]`, then the end.
    A stream ends with `data: [DONE]` exactly once.
@@ -23,7 +23,6 @@ How one stream goes:
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Awaitable, Callable
 
 import httpx
@@ -96,7 +95,9 @@ class StreamRelay:
         self._on_usage = on_usage
         self.response: StreamingResponse | None = None
         self.upstream_status: int | None = None
-        self._beats: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None  # the next heartbeat check
+        self._beat: asyncio.Task[None] | None = None  # a keepalive being written
         self._task: asyncio.Task[Any] | None = None
         self._shutting_down = False
         self._last_write = 0.0
@@ -164,15 +165,37 @@ class StreamRelay:
 
     async def _start(self) -> None:
         self.response = await self.request.respond(status=200, headers=SSE_HEADERS, content_type=SSE_CONTENT_TYPE)
-        self._beats = asyncio.ensure_future(self._beat())
+        self._last_write = self._loop.time()
+        self._arm_heartbeat()
+
+    # Heartbeats: a timer per stream, not a task. It fires one interval after the last write
+    # and only then, if the stream is still silent, starts a task to write the comment; a
+    # stream that keeps producing never pays more than the timer.
+
+    def _arm_heartbeat(self) -> None:
+        self._timer = self._loop.call_at(self._last_write + self._heartbeat, self._heartbeat_due)
+
+    def _heartbeat_due(self) -> None:
+        if self._loop.time() - self._last_write >= self._heartbeat * 0.999 and self._beat is None:
+            self._beat = self._loop.create_task(self._write_keepalive())
+        else:
+            self._arm_heartbeat()
+
+    async def _write_keepalive(self) -> None:
+        await self._write(KEEPALIVE)
+        self._beat = None
+        self._arm_heartbeat()
 
     def _stop_beats(self) -> None:
-        if self._beats is not None:
-            self._beats.cancel()
-            self._beats = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
 
     async def _write(self, data: bytes) -> None:
-        self._last_write = time.monotonic()
+        self._last_write = self._loop.time()
         await self.response.send(data)  # type: ignore[union-attr]
 
     async def _fail(self, error: GatewayError) -> None:
@@ -184,21 +207,13 @@ class StreamRelay:
         if self.response is not None:
             await self.response.send(tail, end_stream=True)
 
-    async def _beat(self) -> None:
-        """Write a keepalive comment whenever nothing was written for one interval."""
-        while True:
-            idle = time.monotonic() - self._last_write
-            if idle >= self._heartbeat:
-                await self._write(KEEPALIVE)
-                idle = 0.0
-            await asyncio.sleep(self._heartbeat - idle)
-
     async def _relay(self, upstream: httpx.Response) -> None:
         pending = b""
         previous = b""
         first = True
         try:
-            async for chunk in upstream.aiter_raw():
+            # The transport's own stream: httpx's aiter_raw() would re-chunk every read.
+            async for chunk in upstream.stream:  # type: ignore[union-attr]
                 pending += chunk
                 end = _complete_events(pending)
                 if not end:
