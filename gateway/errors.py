@@ -191,7 +191,10 @@ class GatewayErrorHandler(ErrorHandler):
                 logger.error("unhandled server error: %s", message, exc_info=exception)
             return _json_response(status, error_body(message, type_, code), headers)
         logger.error(
-            "unhandled error on %s %s", request.method, request.path, exc_info=(type(exception), exception, exception.__traceback__)
+            "unhandled error on %s %s",
+            request.method,
+            request.path,
+            exc_info=(type(exception), exception, exception.__traceback__),
         )
         return _json_response(500, error_body("internal gateway error", "internal_error", "internal_error"))
 

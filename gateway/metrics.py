@@ -121,7 +121,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.requests = Counter(
-            "gateway_requests_total", "Requests answered, by endpoint, method and status.", ["endpoint", "method", "status"]
+            "gateway_requests_total",
+            "Requests answered, by endpoint, method and status.",
+            ["endpoint", "method", "status"],
         )
         self.request_duration = Histogram(
             "gateway_request_duration_seconds",
@@ -146,9 +148,7 @@ class Metrics:
             ["route"],
             buckets=_LATENCY_BUCKETS,
         )
-        self.active_streams = Gauge(
-            "gateway_active_streams", "SSE streams open now.", multiprocess_mode="livesum"
-        )
+        self.active_streams = Gauge("gateway_active_streams", "SSE streams open now.", multiprocess_mode="livesum")
         self.tokens = Counter(
             "gateway_tokens_total",
             "Tokens reported in upstream usage, by route, model and kind (prompt, completion).",

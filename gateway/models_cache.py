@@ -170,9 +170,7 @@ class ModelsCache:
         value = await self._fetch(route_key)
         try:
             if value is not None:
-                await store.run(
-                    "models cache", lambda r: r.set(key, value.to_json(), px=max(int(self._ttl * 1000), 1))
-                )
+                await store.run("models cache", lambda r: r.set(key, value.to_json(), px=max(int(self._ttl * 1000), 1)))
             await store.run("models cache", lambda r: r.delete(lock))
         except StoreUnavailable:
             pass

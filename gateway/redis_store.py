@@ -84,7 +84,9 @@ class RedisStore:
 
     def _mark_down(self, purpose: str, exc: BaseException) -> None:
         if not self._down:
-            logger.warning("redis unavailable (%s: %s); using local %s until it answers", type(exc).__name__, exc, purpose)
+            logger.warning(
+                "redis unavailable (%s: %s); using local %s until it answers", type(exc).__name__, exc, purpose
+            )
         self._down = True
         if self._probe is None or self._probe.done():
             self._probe = asyncio.ensure_future(self._probe_until_up())

@@ -37,7 +37,13 @@ __all__ = ["Dispatch", "Replica", "Route", "RETRYABLE_STATUSES"]
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 # Failures after which the request may safely go to another replica: nothing was generated
 # for the client yet (a read timeout is not one of them: the replica may just be slow).
-_RETRYABLE_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+_RETRYABLE_ERRORS = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+    httpx.WriteError,
+)
 _LATENCY_WEIGHT = 0.2  # of the newest sample in the moving average
 
 

@@ -238,7 +238,9 @@ def load_settings(
         api_host=env.text("API_HOST", Settings.api_host) or Settings.api_host,
         api_port=int(env.get(("API_PORT", "PORT"), _ranged(int, 1, 65535), 5050, "an integer from 1 to 65535")),
         workers=int(
-            env.get(("WORKERS", "WEB_CONCURRENCY"), _ranged(int, 1, 512), os.cpu_count() or 1, "an integer from 1 to 512")
+            env.get(
+                ("WORKERS", "WEB_CONCURRENCY"), _ranged(int, 1, 512), os.cpu_count() or 1, "an integer from 1 to 512"
+            )
         ),
         log_level=log_level,
         routes=routes,
@@ -258,14 +260,18 @@ def load_settings(
         health_timeout_seconds=seconds("HEALTH_TIMEOUT_SECONDS", 1.5, high=1.9),
         sse_heartbeat_seconds=seconds("SSE_HEARTBEAT_SECONDS", 15.0, low=0.05, high=3600.0),
         max_body_bytes=int(
-            env.get("MAX_BODY_BYTES", _ranged(int, 1024, 1 << 30), 4 * 1024 * 1024, "a byte count from 1024 to 1073741824")
+            env.get(
+                "MAX_BODY_BYTES", _ranged(int, 1024, 1 << 30), 4 * 1024 * 1024, "a byte count from 1024 to 1073741824"
+            )
         ),
         graceful_shutdown_seconds=seconds("GRACEFUL_SHUTDOWN_SECONDS", 15.0, low=0.0),
         api_keys=env.csv("API_KEY"),
         auth_required=env.get("AUTH_REQUIRED", _boolean, True, "true or false"),
         allow_origins=env.csv("ALLOW_ORIGINS") or Settings.allow_origins,
         rate_limit_per_min=int(
-            env.get("RATE_LIMIT_PER_MIN", _ranged(int, 0, 10_000_000), 60, "a whole number of requests (0 turns it off)")
+            env.get(
+                "RATE_LIMIT_PER_MIN", _ranged(int, 0, 10_000_000), 60, "a whole number of requests (0 turns it off)"
+            )
         ),
         trusted_proxies=trusted_proxies,
         prometheus_enable=env.get("PROMETHEUS_ENABLE", _boolean, True, "true or false"),

@@ -25,7 +25,11 @@ __all__ = ["Upstream", "close_response", "close_when_done", "map_transport_error
 
 # Compressed upstream bodies would only cost a decompression before we relay them.
 _BASE_HEADERS = {"accept-encoding": "identity", "user-agent": "vllm-gateway"}
-_POST_HEADERS = [(b"accept-encoding", b"identity"), (b"user-agent", b"vllm-gateway"), (b"content-type", b"application/json")]
+_POST_HEADERS = [
+    (b"accept-encoding", b"identity"),
+    (b"user-agent", b"vllm-gateway"),
+    (b"content-type", b"application/json"),
+]
 _STREAM_HEADERS = [*_POST_HEADERS, (b"accept", b"text/event-stream")]
 KEEPALIVE_EXPIRY_SECONDS = 4.0
 # `/models` listings feed routing decisions; a slow one must not hold requests for long.
@@ -128,7 +132,9 @@ class Upstream:
     # httpx errors leave `post` and `open_stream` as they are: whether a failure is retried on
     # another replica, answered as JSON or sent in-band is decided by their callers.
 
-    def _post_request(self, url: str, body: bytes, request_id: str, headers: list[tuple[bytes, bytes]]) -> httpx.Request:
+    def _post_request(
+        self, url: str, body: bytes, request_id: str, headers: list[tuple[bytes, bytes]]
+    ) -> httpx.Request:
         target = self._urls.get(url)
         if target is None:
             target = self._urls[url] = httpx.URL(url)
@@ -185,4 +191,3 @@ class Upstream:
         if response.status_code == 200:
             return "ok"
         return "unavailable" if response.status_code >= 500 else "unknown"
-

@@ -76,7 +76,9 @@ class Process:
                 pass
         return int(self.popen.returncode)
 
-    def wait_http(self, url: str, ok: Any = lambda r: r.status_code < 500, timeout: float = START_TIMEOUT_SECONDS) -> None:
+    def wait_http(
+        self, url: str, ok: Any = lambda r: r.status_code < 500, timeout: float = START_TIMEOUT_SECONDS
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:

@@ -22,7 +22,9 @@ async def _forward(request: Request, endpoint: str) -> HTTPResponse | None:
     payload = OpenAIBody.parse(request.body)
     proxy = request.app.ctx.proxy
     relay = proxy.stream if payload.stream else proxy.complete
-    return await relay(request, endpoint, request.body, model_key=request.headers.get("x-model-key"), model=payload.model)
+    return await relay(
+        request, endpoint, request.body, model_key=request.headers.get("x-model-key"), model=payload.model
+    )
 
 
 @bp.post("/chat/completions")

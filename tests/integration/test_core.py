@@ -46,7 +46,9 @@ def test_health_and_model_lists(gateway: Gateway) -> None:
     assert all(model["object"] == "model" and model["owned_by"] == "vllm" for model in openai_list["data"])
 
 
-def test_bodies_come_back_as_vllm_sent_them(gateway: Gateway, chat_upstream: FakeVLLM, embed_upstream: FakeVLLM) -> None:
+def test_bodies_come_back_as_vllm_sent_them(
+    gateway: Gateway, chat_upstream: FakeVLLM, embed_upstream: FakeVLLM
+) -> None:
     cases = [
         ("/v1/chat/completions", CHAT, chat_upstream),
         ("/v1/completions", {"model": "tiny-llama", "prompt": "Hello", "max_tokens": 3}, chat_upstream),
@@ -205,7 +207,9 @@ def test_openai_sdk_through_the_gateway(gateway: Gateway) -> None:
     assert len(embedding.data[0].embedding) == 384
 
 
-def test_sigterm_right_after_start_exits_cleanly(start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM) -> None:
+def test_sigterm_right_after_start_exits_cleanly(
+    start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM
+) -> None:
     # Sanic 25.12's worker manager hung for good on a signal during start-up (gateway/server.py).
     for _ in range(2):
         gateway = start_gateway(MODEL_ROUTE_chat=chat_upstream.url)

@@ -52,7 +52,9 @@ def test_two_instances_sharing_redis_share_one_budget(
     assert statuses.count(200) in (6, 7)
 
 
-def test_limited_responses_carry_rate_limit_headers(start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM) -> None:
+def test_limited_responses_carry_rate_limit_headers(
+    start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM
+) -> None:
     gateway = start_gateway(workers=1, MODEL_ROUTE_chat=chat_upstream.url, RATE_LIMIT_PER_MIN="2")
     first = httpx.get(f"{gateway.url}/v1/models")
     assert first.headers["x-ratelimit-limit"] == "2" and first.headers["x-ratelimit-remaining"] == "1"
@@ -167,7 +169,11 @@ def test_cors_preflight_needs_no_key_and_exposes_our_headers(
     start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM
 ) -> None:
     gateway = start_gateway(
-        workers=1, MODEL_ROUTE_chat=chat_upstream.url, API_KEY="k", ALLOW_ORIGINS="http://app.test", RATE_LIMIT_PER_MIN="100"
+        workers=1,
+        MODEL_ROUTE_chat=chat_upstream.url,
+        API_KEY="k",
+        ALLOW_ORIGINS="http://app.test",
+        RATE_LIMIT_PER_MIN="100",
     )
     preflight = httpx.options(
         f"{gateway.url}/v1/chat/completions",
@@ -182,7 +188,9 @@ def test_cors_preflight_needs_no_key_and_exposes_our_headers(
     allowed = {h.strip() for h in preflight.headers["access-control-allow-headers"].split(",")}
     assert {"authorization", "content-type", "x-request-id"} <= allowed
     response = httpx.post(
-        f"{gateway.url}/v1/chat/completions", json=CHAT, headers={"Origin": "http://app.test", "Authorization": "Bearer k"}
+        f"{gateway.url}/v1/chat/completions",
+        json=CHAT,
+        headers={"Origin": "http://app.test", "Authorization": "Bearer k"},
     )
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "http://app.test"
@@ -200,7 +208,12 @@ def test_one_json_access_line_per_request_without_prompt_text(
 ) -> None:
     gateway = start_gateway(workers=2, MODEL_ROUTE_chat=chat_upstream.url)
     httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, headers={"X-Request-ID": "log-test-1"})
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json={**CHAT, "stream": True}, headers={"X-Request-ID": "log-test-2"}) as r:
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json={**CHAT, "stream": True},
+        headers={"X-Request-ID": "log-test-2"},
+    ) as r:
         r.read()
 
     def access_lines() -> dict[str, dict]:

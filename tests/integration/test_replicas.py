@@ -139,7 +139,9 @@ def test_error_status_fails_over_and_all_down_names_the_route(
     assert httpx.get(f"{gateway.url}/health").json()["vllm"] == "unavailable"
 
 
-def test_stream_fails_over_before_its_first_byte(start_gateway: Callable[..., Gateway], replicas: list[FakeVLLM]) -> None:
+def test_stream_fails_over_before_its_first_byte(
+    start_gateway: Callable[..., Gateway], replicas: list[FakeVLLM]
+) -> None:
     gateway = start(start_gateway, replicas[:2])
     replicas[0].stop()
     for _ in range(4):

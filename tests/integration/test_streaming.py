@@ -24,7 +24,9 @@ def chat(stream: bool = True, **fake: Any) -> dict[str, Any]:
     return body
 
 
-def read_stream(url: str, body: dict[str, Any], timeout: float = 30.0) -> tuple[httpx.Response, list[tuple[float, str]]]:
+def read_stream(
+    url: str, body: dict[str, Any], timeout: float = 30.0
+) -> tuple[httpx.Response, list[tuple[float, str]]]:
     """POST and collect (seconds since the request, line) for every non-empty line."""
     lines: list[tuple[float, str]] = []
     started = time.monotonic()
@@ -176,23 +178,27 @@ def test_openai_sdk_stream_yields_every_chunk(gateway: Gateway, chat_upstream: F
     assert through[-1].usage is not None and through[-1].usage.completion_tokens == 6
 
 
-def test_sigterm_lets_a_running_stream_finish(start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM) -> None:
-    gateway = start_gateway(MODEL_ROUTE_chat=chat_upstream.url, GRACEFUL_SHUTDOWN_SECONDS="10")
+def sigterm_during_stream(gateway: Gateway, upstream: FakeVLLM, body: dict[str, Any], delay: float) -> list[str]:
+    """Read a stream in a thread, SIGTERM the gateway `delay` s after it began; its lines."""
     result: dict[str, Any] = {}
 
     def consume() -> None:
-        result["response"], result["lines"] = read_stream(
-            f"{gateway.url}/v1/chat/completions", chat(chunks=10, chunk_interval=0.2)
-        )
+        result["response"], result["lines"] = read_stream(f"{gateway.url}/v1/chat/completions", body)
 
     reader = threading.Thread(target=consume)
     reader.start()
-    assert wait_until(lambda: chat_upstream.stats()["requests"].get("/v1/chat/completions", 0) == 1, timeout=5)
-    time.sleep(0.3)
+    assert wait_until(lambda: upstream.stats()["requests"].get("/v1/chat/completions", 0) == 1, timeout=5)
+    time.sleep(delay)
     gateway.signal(signal.SIGTERM)
     reader.join(timeout=15)
-    assert gateway.wait(timeout=15) == 0
-    data = data_lines(result["lines"])
+    assert gateway.wait(timeout=15) == 0  # and the gateway exits cleanly
+    return [line for _, line in result["lines"]]
+
+
+def test_sigterm_lets_a_running_stream_finish(start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM) -> None:
+    gateway = start_gateway(MODEL_ROUTE_chat=chat_upstream.url, GRACEFUL_SHUTDOWN_SECONDS="10")
+    lines = sigterm_during_stream(gateway, chat_upstream, chat(chunks=10, chunk_interval=0.2), delay=0.3)
+    data = [line for line in lines if line.startswith("data: ")]
     assert len(data) == 1 + 10 + 1 and data[-1] == "data: [DONE]"
 
 
@@ -200,20 +206,7 @@ def test_sigterm_ends_a_stream_longer_than_the_grace_period_in_band(
     start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM
 ) -> None:
     gateway = start_gateway(MODEL_ROUTE_chat=chat_upstream.url, GRACEFUL_SHUTDOWN_SECONDS="1")
-    result: dict[str, Any] = {}
-
-    def consume() -> None:
-        result["response"], result["lines"] = read_stream(
-            f"{gateway.url}/v1/chat/completions", chat(chunks=100, chunk_interval=0.1)
-        )
-
-    reader = threading.Thread(target=consume)
-    reader.start()
-    assert wait_until(lambda: chat_upstream.stats()["requests"].get("/v1/chat/completions", 0) == 1, timeout=5)
-    gateway.signal(signal.SIGTERM)
-    reader.join(timeout=15)
-    assert gateway.wait(timeout=15) == 0
-    texts = [line for _, line in result["lines"]]
+    texts = sigterm_during_stream(gateway, chat_upstream, chat(chunks=100, chunk_interval=0.1), delay=0.0)
     assert "event: error" in texts
     assert orjson.loads(texts[texts.index("event: error") + 1][6:])["error"]["code"] == "shutting_down"
     assert texts[-1] == "data: [DONE]"

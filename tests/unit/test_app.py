@@ -86,7 +86,10 @@ async def test_api_chat_sends_messages_and_returns_upstream_json(
 ) -> None:
     route = upstream.post(f"{UPSTREAM_A}/chat/completions").respond(json=COMPLETION)
     response = await call(
-        make_app(), "post", "/api/chat", json={"message": "Hi", "system": "S", "model": "tiny", "max_tokens": 3},
+        make_app(),
+        "post",
+        "/api/chat",
+        json={"message": "Hi", "system": "S", "model": "tiny", "max_tokens": 3},
         headers={"X-Request-ID": "abc-1"},
     )
     assert response.status == 200
@@ -129,7 +132,9 @@ async def test_upstream_error_status_and_body_are_relayed(
     make_app: Callable[..., Sanic], upstream: respx.Router
 ) -> None:
     body = b'{"error":{"message":"max_tokens too large","type":"BadRequestError","param":"max_tokens","code":400}}'
-    upstream.post(f"{UPSTREAM_A}/chat/completions").respond(400, content=body, headers={"content-type": "application/json"})
+    upstream.post(f"{UPSTREAM_A}/chat/completions").respond(
+        400, content=body, headers={"content-type": "application/json"}
+    )
     response = await call(make_app(), "post", "/v1/chat/completions", json={"model": "tiny", "messages": []})
     assert response.status == 400
     assert response.body == body

@@ -22,7 +22,10 @@ def router_for(settings: Settings, lists: dict[str, ModelList | None]) -> tuple[
         calls.append(key)
         return lists.get(key)
 
-    routes = {key: Route(key, urls, probe=_never_up, probe_interval=1, cooldown_max=1) for key, urls in settings.routes.items()}
+    routes = {
+        key: Route(key, urls, probe=_never_up, probe_interval=1, cooldown_max=1)
+        for key, urls in settings.routes.items()
+    }
     return Router(settings, routes, ModelsCache(fetch, ttl_seconds=60)), calls
 
 

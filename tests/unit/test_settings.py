@@ -43,7 +43,9 @@ def test_vllm_base_url_is_the_default_route_only_without_model_routes() -> None:
 def test_port_falls_back_to_port_and_workers_to_web_concurrency() -> None:
     settings = load_settings({"PORT": "8080", "WEB_CONCURRENCY": "3"}, env_file=None)
     assert (settings.api_port, settings.workers) == (8080, 3)
-    settings = load_settings({"API_PORT": "9000", "PORT": "8080", "WORKERS": "2", "WEB_CONCURRENCY": "3"}, env_file=None)
+    settings = load_settings(
+        {"API_PORT": "9000", "PORT": "8080", "WORKERS": "2", "WEB_CONCURRENCY": "3"}, env_file=None
+    )
     assert (settings.api_port, settings.workers) == (9000, 2)
 
 
