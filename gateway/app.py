@@ -71,7 +71,13 @@ def load_or_exit() -> Settings:
 
 
 def create_app(settings: Settings | None = None) -> Sanic:
-    settings = settings or load_or_exit()
+    """The app, configured by `settings` (default: the environment and `.env`).
+
+    The `sanic` command line calls a factory with its parsed arguments when it takes one; those
+    are not settings, and are ignored like any other non-`Settings` argument.
+    """
+    if not isinstance(settings, Settings):
+        settings = load_or_exit()
     # Here rather than in __main__, so that `sanic gateway.app:create_app --factory` has it too.
     shield_worker_manager_from_signals()
     app = Sanic(

@@ -188,7 +188,7 @@ class GatewayErrorHandler(ErrorHandler):
             headers: dict[str, Any] = dict(getattr(exception, "headers", None) or {})
             message = _sanic_message(exception, status)
             if status >= 500:
-                logger.error("unhandled server error: %s", message, exc_info=exception)
+                logger.error("server error: %s", message, exc_info=exception, extra=_request_id(request))
             return _json_response(status, error_body(message, type_, code), headers)
         logger.error(
             "unhandled error on %s %s",
@@ -197,6 +197,11 @@ class GatewayErrorHandler(ErrorHandler):
             exc_info=(type(exception), exception, exception.__traceback__),
         )
         return _json_response(500, error_body("internal gateway error", "internal_error", "internal_error"))
+
+
+def _request_id(request: Request) -> dict[str, str | None]:
+    """The request id for an error's log line (every line of a request carries it)."""
+    return {"request_id": getattr(request.ctx, "request_id", None)}
 
 
 def _sanic_message(exception: SanicException, status: int) -> str:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import httpx
 import openai
 import pytest
 
-from tests.procs import FakeVLLM, Gateway, free_port
+from tests.procs import ROOT, FakeVLLM, Gateway, Process, free_port
 
 CHAT = {"model": "tiny-llama", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 4}
 VOLATILE = ("id", "created")
@@ -215,3 +219,19 @@ def test_sigterm_right_after_start_exits_cleanly(
         gateway = start_gateway(MODEL_ROUTE_chat=chat_upstream.url)
         gateway.signal(signal.SIGTERM)
         assert gateway.wait(timeout=20) == 0
+
+
+def test_sanic_command_line_factory_serves_with_shared_state(chat_upstream: FakeVLLM) -> None:
+    port = free_port()
+    env = {**os.environ, "MODEL_ROUTE_chat": chat_upstream.url, "RATE_LIMIT_PER_MIN": "3", "PYTHONPATH": str(ROOT)}
+    sanic_cli = [sys.executable, "-m", "sanic", "gateway.app:create_app", "--factory", "-w", "2"]
+    server = Process("sanic-cli", [*sanic_cli, "-H", "127.0.0.1", "-p", str(port)], env, cwd=Path(tempfile.mkdtemp()))
+    try:
+        server.wait_http(f"http://127.0.0.1:{port}/health")
+        statuses = []
+        for _ in range(6):
+            with httpx.Client() as client:  # new connections: both workers answer
+                statuses.append(client.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT).status_code)
+        assert statuses.count(200) == 3 and statuses.count(429) == 3
+    finally:
+        assert server.stop() == 0
