@@ -97,7 +97,9 @@ class StreamRelay:
         self.upstream_status: int | None = None
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None  # the next heartbeat check
-        self._beat: asyncio.Task[None] | None = None  # a keepalive being written
+        self._beat: asyncio.Task[None] | None = None  # a keepalive (or the headers) being written
+        self._writes = 0
+        self._ended = False
         self._task: asyncio.Task[Any] | None = None
         self._shutting_down = False
         self._last_write = 0.0
@@ -137,7 +139,10 @@ class StreamRelay:
                     return None
                 if not self.started:
                     await self._start()
-                    await self._write(b"")  # flush the headers now, not with the first token
+                    # The headers leave with the first events when those are already here (one
+                    # write instead of two), else as soon as the relay has to wait for them:
+                    # never held back until the first token.
+                    self._loop.call_soon(self._flush_headers_if_silent)
                 await self._relay(upstream)
         except GatewayError as error:
             if not self.started:
@@ -168,6 +173,14 @@ class StreamRelay:
         self._last_write = self._loop.time()
         self._arm_heartbeat()
 
+    def _flush_headers_if_silent(self) -> None:
+        if self._writes == 0 and not self._ended and self._beat is None:
+            self._beat = self._loop.create_task(self._flush_headers())
+
+    async def _flush_headers(self) -> None:
+        await self._write(b"")  # an empty chunk: Sanic sends the headers alone
+        self._beat = None
+
     # Heartbeats: a timer per stream, not a task. It fires one interval after the last write
     # and only then, if the stream is still silent, starts a task to write the comment; a
     # stream that keeps producing never pays more than the timer.
@@ -196,6 +209,7 @@ class StreamRelay:
 
     async def _write(self, data: bytes) -> None:
         self._last_write = self._loop.time()
+        self._writes += 1
         await self.response.send(data)  # type: ignore[union-attr]
 
     async def _fail(self, error: GatewayError) -> None:
@@ -204,6 +218,7 @@ class StreamRelay:
 
     async def _finish(self, tail: bytes) -> None:
         self._stop_beats()  # no keepalive may follow the end of the stream
+        self._ended = True
         if self.response is not None:
             await self.response.send(tail, end_stream=True)
 
