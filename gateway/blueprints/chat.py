@@ -9,23 +9,23 @@ from ..payloads import ApiChat
 bp = Blueprint("chat", url_prefix="/api")
 
 
+async def _chat(request: Request, *, stream: bool) -> HTTPResponse | None:
+    proxy = request.app.ctx.proxy
+    payload = ApiChat.parse(request.body, request.headers.get("x-model-key"), stream=stream)
+    relay = proxy.stream if stream else proxy.complete
+    body = proxy.api_body(payload.upstream_body)
+    return await relay(request, "/chat/completions", body, model_key=payload.model_key, model=payload.model)
+
+
 @bp.post("/chat")
 @openapi.definition(
     body=doc.API_CHAT_BODY,
     parameter=doc.ROUTED_HEADERS,
     response=[doc.CHAT_COMPLETION, *doc.ROUTED_ERRORS],
 )
-async def chat(request: Request) -> HTTPResponse:
+async def chat(request: Request) -> HTTPResponse | None:
     """One chat completion; the upstream's JSON comes back unchanged."""
-    proxy = request.app.ctx.proxy
-    payload = ApiChat.parse(request.body, request.headers.get("x-model-key"), stream=False)
-    return await proxy.complete(
-        request,
-        "/chat/completions",
-        proxy.api_body(payload.upstream_body),
-        model_key=payload.model_key,
-        model=payload.model,
-    )
+    return await _chat(request, stream=False)
 
 
 @bp.post("/chat/stream")
@@ -36,12 +36,4 @@ async def chat(request: Request) -> HTTPResponse:
 )
 async def chat_stream(request: Request) -> HTTPResponse | None:
     """The same chat, as server-sent events with heartbeats, ending with `data: [DONE]`."""
-    proxy = request.app.ctx.proxy
-    payload = ApiChat.parse(request.body, request.headers.get("x-model-key"), stream=True)
-    return await proxy.stream(
-        request,
-        "/chat/completions",
-        proxy.api_body(payload.upstream_body),
-        model_key=payload.model_key,
-        model=payload.model,
-    )
+    return await _chat(request, stream=True)
