@@ -30,6 +30,8 @@ from prometheus_client import (
     values,
 )
 
+from .errors import GatewayError
+
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "metrics", "prepare_multiprocess_dir", "render", "usage_tokens"]
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -186,6 +188,16 @@ class Metrics:
         self.first_chunk_for = _cached_labels(self.first_chunk)
         self.tokens_for = _cached_labels(self.tokens)
         self.replica_requests_for = _cached_labels(self.replica_requests)
+
+    def count_upstream_error(self, route: str, failure: GatewayError | int | str) -> None:
+        """One upstream failure: a gateway error (its code), an HTTP status (`http_503`), or a kind."""
+        if isinstance(failure, GatewayError):
+            kind = failure.code.removeprefix("upstream_")
+        elif isinstance(failure, int):
+            kind = f"http_{failure}"
+        else:
+            kind = failure
+        self.upstream_errors_for(route, kind).inc()
 
     def count_tokens(self, route: str, model: str, body: bytes) -> None:
         usage = usage_tokens(body)

@@ -112,9 +112,6 @@ class ModelsCache:
             found = {key: found[key] for key in keys}  # in the routes' order
         return found
 
-    def invalidate(self, route_key: str) -> None:
-        self._entries.pop(route_key, None)
-
     async def _entry(self, route_key: str) -> _Entry:
         entry = self._entries.get(route_key)
         if entry is not None and entry.expires_at > time.monotonic():

@@ -93,6 +93,21 @@ def _upstream_fields(data: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key not in _API_ONLY_FIELDS}
 
 
+def _chat_messages(data: dict[str, Any]) -> list[Any]:
+    """`message` as the user's turn; a `messages` array is accepted instead of it."""
+    message = data.get("message")
+    if message is None and data.get("messages") is not None:
+        messages = data["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise _invalid("messages", "a non-empty array", messages)
+        return messages
+    if message is None:
+        raise BadRequest("field 'message' is required", code="missing_field")
+    if not isinstance(message, str) or not message:
+        raise _invalid("message", "a non-empty string", message)
+    return [{"role": "user", "content": message}]
+
+
 @dataclass(frozen=True, slots=True)
 class ApiChat:
     """`POST /api/chat` and `/api/chat/stream`: `{message, model?, modelKey?, system?, ...}`."""
@@ -107,16 +122,7 @@ class ApiChat:
         model = optional_str(data, "model")
         model_key = _routing_key(data, model_key_header)
         system = optional_str(data, "system")
-        message = data.get("message")
-        messages = data.get("messages")
-        if message is not None or messages is None:
-            if not isinstance(message, str) or not message:
-                if message is None:
-                    raise BadRequest("field 'message' is required", code="missing_field")
-                raise _invalid("message", "a non-empty string", message)
-            messages = [{"role": "user", "content": message}]
-        elif not isinstance(messages, list) or not messages:
-            raise _invalid("messages", "a non-empty array", messages)
+        messages = _chat_messages(data)
         if system:
             messages = [{"role": "system", "content": system}, *messages]
         _optional_number(data, "temperature")

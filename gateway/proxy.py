@@ -73,10 +73,10 @@ class Proxy:
                 async with asyncio.timeout(self.settings.total_timeout_seconds):
                     upstream = await sending
         except TimeoutError:
-            metrics.upstream_errors_for(route.key, "timeout").inc()
+            metrics.count_upstream_error(route.key, "timeout")
             raise UpstreamTimeout(f"route {route.key!r} did not answer within TOTAL_TIMEOUT_SECONDS") from None
         except GatewayError as error:
-            metrics.upstream_errors_for(route.key, error.code.removeprefix("upstream_")).inc()
+            metrics.count_upstream_error(route.key, error)
             raise
         except asyncio.CancelledError:
             record_request(request, CLIENT_CLOSED)
@@ -89,7 +89,7 @@ class Proxy:
         if status == 200:
             metrics.count_tokens(route.key, model_label, upstream.content)
         elif status >= 500:
-            metrics.upstream_errors_for(route.key, f"http_{status}").inc()
+            metrics.count_upstream_error(route.key, status)
         return HTTPResponse(
             upstream.content, status=status, content_type=upstream.headers.get("content-type", "application/json")
         )
@@ -133,9 +133,9 @@ class Proxy:
             request.ctx.upstream_status = relay.upstream_status
             request.ctx.streaming = relay.started
             if relay.error is not None:
-                metrics.upstream_errors_for(route.key, relay.error.code.removeprefix("upstream_")).inc()
+                metrics.count_upstream_error(route.key, relay.error)
             elif relay.upstream_status is not None and relay.upstream_status >= 500:
-                metrics.upstream_errors_for(route.key, f"http_{relay.upstream_status}").inc()
+                metrics.count_upstream_error(route.key, relay.upstream_status)
             metrics.upstream_duration_for(route.key, model_label if relay.started else "").observe(
                 time.perf_counter() - started
             )

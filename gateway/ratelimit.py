@@ -144,7 +144,6 @@ class SharedMemoryLimiter:
     def __init__(self, limit: int, table: Any) -> None:
         self.limit = limit
         self.interval = WINDOW_SECONDS / limit
-        self._table = table
         self._values = table.get_obj()
         self._lock = table.get_lock()
         self._slots = len(self._values) // 2
