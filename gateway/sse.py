@@ -3,12 +3,12 @@ The SSE relay: upstream events to the client as they arrive, with heartbeats and
 
 How one stream goes:
 
-1. The upstream request is sent in a task. If its response headers come within one heartbeat
-   interval, an error status is relayed as a normal JSON response (status and body unchanged);
-   a success starts the client's `text/event-stream` response, whose headers go out at once.
-   If they do not come in time (slow prefill, a queue), the client's stream starts anyway with
-   a `: keepalive` comment, so that no client or proxy sees a silent connection; any error
-   after that point is sent in-band.
+1. The upstream request is sent from the handler's own task, at once. If the response headers
+   come within one heartbeat interval, an error status is relayed as a normal JSON response
+   (status and body unchanged); a success starts the client's `text/event-stream` response,
+   whose headers go out at once. If they do not come in time (slow prefill, a queue), a timer
+   starts the client's stream anyway with a `: keepalive` comment, so that no client or proxy
+   sees a silent connection; any error after that point is sent in-band.
 2. Upstream bytes are forwarded as they arrive, whole events only (an event cut across two
    network reads waits for its end), never re-framed or parsed.
 3. A timer sends `: keepalive` whenever nothing was written for `SSE_HEARTBEAT_SECONDS`: one
@@ -16,7 +16,9 @@ How one stream goes:
 4. Failure after the start (upstream dropped, read timeout between chunks, the total deadline,
    shutdown): `event: error` with the JSON error envelope, then `data: [DONE]`, then the end.
    A stream ends with `data: [DONE]` exactly once.
-5. The client hanging up cancels the handler; leaving the upstream context closes the upstream
+5. After [DONE], the rest of the upstream body (the end of its chunked framing) is read, so
+   that the connection goes back to the pool for the next request.
+6. The client hanging up cancels the handler; leaving the upstream context closes the upstream
    connection at once, which makes vLLM abort the generation and free its slot.
 """
 
@@ -31,7 +33,7 @@ from sanic import HTTPResponse, Request
 from sanic.response.types import HTTPResponse as StreamingResponse
 
 from .errors import GatewayError, UpstreamError, UpstreamTimeout, error_body
-from .upstream import close_response, close_when_done, map_transport_error
+from .upstream import close_after_end, close_response, map_transport_error
 
 __all__ = ["SSE_HEADERS", "StreamRelay"]
 
@@ -40,6 +42,8 @@ SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 KEEPALIVE = b": keepalive\n\n"
 DONE = b"data: [DONE]\n\n"
 _EVENT_ENDS = (b"\n\n", b"\r\n\r\n")
+# How long the end of an upstream body may lag behind its [DONE] before the connection is closed.
+AFTER_DONE_SECONDS = 1.0
 
 
 def _complete_events(buffer: bytes) -> int:
@@ -117,18 +121,19 @@ class StreamRelay:
 
     async def run(self) -> HTTPResponse | None:
         self._task = asyncio.current_task()
-        opening = asyncio.ensure_future(self._opener())
         upstream: httpx.Response | None = None
         try:
             async with asyncio.timeout(self._total):
-                done, _ = await asyncio.wait({opening}, timeout=self._heartbeat)
-                if not done:
-                    await self._start()
-                    await self._write(KEEPALIVE)
+                # The upstream request goes out from this task, at once: a task of its own would
+                # queue it behind every other request that arrived in the same burst.
+                early_start = self._loop.call_later(self._heartbeat, self._start_early)
                 try:
-                    upstream = await opening
+                    upstream = await self._opener()
                 except httpx.HTTPError as exc:
                     raise map_transport_error(exc, self.route_key) from exc
+                finally:
+                    early_start.cancel()
+                await self._settle_beat()
                 self.upstream_status = upstream.status_code
                 content_type = upstream.headers.get("content-type", "")
                 if upstream.status_code != 200 or not content_type.startswith("text/event-stream"):
@@ -143,12 +148,16 @@ class StreamRelay:
                     # write instead of two), else as soon as the relay has to wait for them:
                     # never held back until the first token.
                     self._loop.call_soon(self._flush_headers_if_silent)
-                await self._relay(upstream)
+                if await self._relay(upstream):
+                    close_after_end(upstream, AFTER_DONE_SECONDS)
+                    upstream = None
         except GatewayError as error:
+            await self._settle_beat()
             if not self.started:
                 raise
             await self._fail(error)
         except TimeoutError:
+            await self._settle_beat()
             timeout = UpstreamTimeout(f"the stream from route {self.route_key!r} exceeded TOTAL_TIMEOUT_SECONDS")
             if not self.started:
                 raise timeout from None
@@ -157,16 +166,28 @@ class StreamRelay:
             if not self._shutting_down:
                 raise  # the client hung up: nothing more to send
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            await self._settle_beat()
             await self._fail(UpstreamError("the gateway is shutting down", code="shutting_down"))
         finally:
             self._stop_beats()
-            if upstream is None and opening.done() and not opening.cancelled() and opening.exception() is None:
-                upstream = opening.result()
-            if not opening.done():
-                close_when_done(opening)
             if upstream is not None:
                 await close_response(upstream)
         return None
+
+    def _start_early(self) -> None:
+        """The upstream's headers are late (a slow prefill, a queue): start the client's stream now."""
+        if not self.started and self._beat is None:
+            self._beat = self._loop.create_task(self._start_with_keepalive())
+
+    async def _start_with_keepalive(self) -> None:
+        await self._start()
+        await self._write(KEEPALIVE)
+        self._beat = None
+
+    async def _settle_beat(self) -> None:
+        """Let a write that a timer started (the early start, a keepalive) finish before ours."""
+        if self._beat is not None:
+            await asyncio.wait({self._beat})
 
     async def _start(self) -> None:
         self.response = await self.request.respond(status=200, headers=SSE_HEADERS, content_type=SSE_CONTENT_TYPE)
@@ -213,6 +234,8 @@ class StreamRelay:
         await self.response.send(data)  # type: ignore[union-attr]
 
     async def _fail(self, error: GatewayError) -> None:
+        if self._ended:  # [DONE] went out already: nothing may follow it
+            return
         self.error = error
         await self._finish(in_band_error(error))
 
@@ -222,7 +245,8 @@ class StreamRelay:
         if self.response is not None:
             await self.response.send(tail, end_stream=True)
 
-    async def _relay(self, upstream: httpx.Response) -> None:
+    async def _relay(self, upstream: httpx.Response) -> bool:
+        """Forward the events; True once [DONE] went out, with at most the body's end left to read."""
         pending = b""
         previous = b""
         first = True
@@ -241,7 +265,7 @@ class StreamRelay:
                 if _ends_with_done(events):
                     await self._finish(events)
                     self._report_usage(previous, events)
-                    return
+                    return True
                 await self._write(events)
                 previous = events
         except httpx.HTTPError as exc:
@@ -253,6 +277,7 @@ class StreamRelay:
             )
         # The upstream ended cleanly but without [DONE]; clients still get exactly one.
         await self._finish(DONE)
+        return False
 
     def _report_usage(self, previous: bytes, last: bytes) -> None:
         """Pass on the events just before [DONE], where vLLM puts the usage (include_usage)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any, Coroutine
 
 import httpx
 import orjson
@@ -21,7 +22,7 @@ from .models_cache import ModelList
 from .settings import Settings
 from .transport import FastTransport
 
-__all__ = ["Upstream", "close_response", "close_when_done", "map_transport_error"]
+__all__ = ["Upstream", "close_after_end", "close_response", "map_transport_error"]
 
 # Compressed upstream bodies would only cost a decompression before we relay them.
 _BASE_HEADERS = {"accept-encoding": "identity", "user-agent": "vllm-gateway"}
@@ -40,11 +41,37 @@ MODELS_READ_TIMEOUT_SECONDS = 10.0
 _closing: set[asyncio.Task[None]] = set()
 
 
-def _close_in_background(response: httpx.Response) -> asyncio.Task[None]:
-    task = asyncio.ensure_future(response.aclose())
+def _in_background(closing: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    task = asyncio.ensure_future(closing)
     _closing.add(task)
     task.add_done_callback(_closing.discard)
     return task
+
+
+def _close_in_background(response: httpx.Response) -> asyncio.Task[None]:
+    return _in_background(response.aclose())
+
+
+async def _read_then_close(response: httpx.Response, within: float) -> None:
+    try:
+        async with asyncio.timeout(within):
+            async for _ in response.stream:  # type: ignore[union-attr]
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
+    finally:
+        await response.aclose()
+
+
+def close_after_end(response: httpx.Response, within: float) -> None:
+    """Read the rest of `response` in the background (at most `within` seconds), then close it.
+
+    A body read to its end gives its connection back to the pool; one closed before costs the
+    next request a new connection. Meant for what follows a stream's [DONE] (vLLM writes the end
+    of the chunked body apart): the handler returns at once, and a client that hangs up as soon
+    as it has [DONE] cannot cut the read short.
+    """
+    _in_background(_read_then_close(response, within))
 
 
 async def close_response(response: httpx.Response) -> None:
@@ -56,17 +83,6 @@ async def close_response(response: httpx.Response) -> None:
     So the close runs in a task of its own, and a cancellation interrupts only the wait for it.
     """
     await asyncio.shield(_close_in_background(response))
-
-
-def close_when_done(opening: asyncio.Future[httpx.Response]) -> None:
-    """Cancel a pending upstream request; should it still deliver a response, close that at once."""
-
-    def done(future: asyncio.Future[httpx.Response]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            _close_in_background(future.result())
-
-    opening.cancel()
-    opening.add_done_callback(done)
 
 
 def map_transport_error(exc: Exception, route_key: str) -> GatewayError:

@@ -16,7 +16,7 @@ derived from the text.
 Test knobs, global until reset; a request body's `"fake": {...}` applies them to that request alone:
     POST /_fake/config {...}  merge into the running config (GET shows it)
     POST /_fake/reset         restore the command-line config and zero the stats
-    GET  /_fake/stats         requests (path -> count), open_connections, aborted, last_abort_at, dropped,
+    GET  /_fake/stats         requests (path -> count), open_connections, connections (those that carried API requests), aborted, last_abort_at, dropped,
                               request_ids (last 200 X-Request-Id), last_headers (last POST), completed
 The knobs are the fields of `Knobs` below. Requests to /_fake/* are left out of the stats.
 """
@@ -73,6 +73,7 @@ class Knobs:
     latency: float = 0.0  # between the headers and the body of a non-streaming 200
     stall_after: int | None = None  # after this many content events, sleep stall_seconds once
     stall_seconds: float = 0.0
+    end_delay: float = 0.0  # between a stream's [DONE] event and the end of its chunked body
     drop_after: int | None = None  # after this many content events, reset the connection (a
     # non-streaming 200 is reset right after its headers)
     status: int | None = None  # answer every API POST with this status and a vLLM error body
@@ -108,6 +109,7 @@ def check_knob(key: str, value: Any) -> Any:
 class Stats:
     requests: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     open_connections: int = 0
+    connections: int = 0  # connections that carried an API request (not /_fake/*)
     aborted: int = 0  # the client closed its connection before the response was complete
     last_abort_at: float | None = None
     dropped: int = 0  # connections reset on purpose (drop_after)
@@ -171,6 +173,7 @@ class Connection(asyncio.Protocol):
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
         self.log_line = ""
+        self.served_api = False  # counted in stats.connections
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -294,6 +297,9 @@ class FakeVLLM:
     async def dispatch(self, conn: Connection, request: Request) -> None:
         internal = request.path.startswith("/_fake/")
         if not internal:
+            if not conn.served_api:
+                conn.served_api = True
+                self.stats.connections += 1
             self.stats.requests[request.path] += 1
             if "x-request-id" in request.headers:
                 self.stats.request_ids.append(request.headers["x-request-id"])
@@ -347,10 +353,12 @@ class FakeVLLM:
         if body.get("stream"):
             head["object"] = "chat.completion.chunk"
             role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
-            choices = [{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": reason,
-                        **({"stop_reason": None} if reason else {}), "token_ids": None}
-                       for piece, reason in zip(PIECES[:count], [None] * (count - 1) + [finish])]  # fmt: skip
-            return await self.stream(conn, knobs, body, head, role, choices, prompt_tokens)
+
+            def choice(piece: str, reason: str | None) -> dict[str, Any]:
+                return {"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": reason,
+                        **({"stop_reason": None} if reason else {}), "token_ids": None}  # fmt: skip
+
+            return await self.stream(conn, knobs, body, head, role, choice, count, finish, prompt_tokens)
         message = {"role": "assistant", "content": "".join(PIECES[:count]), "refusal": None, "annotations": None,
                    "audio": None, "function_call": None, "reasoning": None}  # fmt: skip
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish, "stop_reason": None,
@@ -369,10 +377,12 @@ class FakeVLLM:
         head = {"id": request_id(request, "cmpl"), "object": "text_completion", "created": int(time.time()),
                 "model": model}  # fmt: skip
         if body.get("stream"):
-            choices = [{"index": 0, "text": piece, "logprobs": None, "finish_reason": reason, "stop_reason": None,
-                        "prompt_token_ids": None, "token_ids": None}
-                       for piece, reason in zip(PIECES[:count], [None] * (count - 1) + [finish])]  # fmt: skip
-            return await self.stream(conn, knobs, body, head, None, choices, prompt_tokens)
+
+            def choice(piece: str, reason: str | None) -> dict[str, Any]:
+                return {"index": 0, "text": piece, "logprobs": None, "finish_reason": reason, "stop_reason": None,
+                        "prompt_token_ids": None, "token_ids": None}  # fmt: skip
+
+            return await self.stream(conn, knobs, body, head, None, choice, count, finish, prompt_tokens)
         # Not captured from vLLM: this follows the field order of its CompletionResponse model.
         choice = {"index": 0, "text": "".join(PIECES[:count]), "logprobs": None, "finish_reason": finish,
                   "stop_reason": None, "token_ids": None, "prompt_logprobs": None, "prompt_token_ids": None}  # fmt: skip
@@ -439,29 +449,41 @@ class FakeVLLM:
         conn.transport.write(body)
 
     async def stream(self, conn: Connection, knobs: Knobs, body: dict[str, Any], head: dict[str, Any],
-                     role: dict[str, Any] | None, choices: list[dict[str, Any]], prompt_tokens: int) -> None:  # fmt: skip
-        """Send [the role chunk,] the content chunks (the last with finish_reason), [usage,] then [DONE]."""
-        payloads = [dumps({**head, "choices": [choice]}) for choice in choices]
-        tokens = len(payloads)
-        if (body.get("stream_options") or {}).get("include_usage"):
-            payloads.append(dumps({**head, "choices": [], "usage": usage(prompt_tokens, tokens),
-                                   "system_fingerprint": FINGERPRINT}))  # fmt: skip
-        else:  # the finish chunk carries the fingerprint instead
-            payloads[-1] = dumps({**head, "choices": choices[-1:], "system_fingerprint": FINGERPRINT})
-        payloads.append(b"[DONE]")
+                     role: dict[str, Any] | None, choice: Callable[[str, str | None], dict[str, Any]], tokens: int,
+                     finish: str, prompt_tokens: int) -> None:  # fmt: skip
+        """Send [the role chunk,] the content chunks (the last with finish_reason), [usage,] then [DONE].
+
+        Each event is serialised as it goes out: a burst of new streams must not make the fake the
+        bottleneck of a benchmark.
+        """
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def payload(sent: int) -> bytes:
+            if sent < tokens:
+                last = sent == tokens - 1
+                item = {**head, "choices": [choice(PIECES[sent], finish if last else None)]}
+                if last and not include_usage:  # the finish chunk carries the fingerprint instead
+                    item["system_fingerprint"] = FINGERPRINT
+                return dumps(item)
+            if sent == tokens and include_usage:
+                return dumps({**head, "choices": [], "usage": usage(prompt_tokens, tokens),
+                              "system_fingerprint": FINGERPRINT})  # fmt: skip
+            return b"[DONE]"
 
         conn.transport.write(conn.head(200, SSE, None))
         if role is not None:
             conn.send_event(dumps({**head, "choices": [role], "prompt_token_ids": None, "prompt_text": None}))
-        for sent, payload in enumerate(payloads):  # `sent` content events have gone out so far
+        for sent in range(tokens + include_usage + 1):  # `sent` content events have gone out so far
             if sent == knobs.drop_after and sent <= tokens:
                 return conn.drop()
             if sent == knobs.stall_after and sent <= tokens:
                 await asyncio.sleep(knobs.stall_seconds)
             if knobs.chunk_interval and sent < tokens and (sent or role is not None):
                 await asyncio.sleep(knobs.chunk_interval)
-            conn.send_event(payload)
+            conn.send_event(payload(sent))
             await conn.drain()
+        if knobs.end_delay:
+            await asyncio.sleep(knobs.end_delay)
         conn.transport.write(b"0\r\n\r\n")
 
     # -- test controls

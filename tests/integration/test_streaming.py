@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -89,6 +90,28 @@ def test_heartbeats_while_the_upstream_is_silent_between_chunks(gateway: Gateway
     assert kinds[:3] == ["data"] * 3
     assert kinds[3:5] == ["beat", "beat"]
     assert data_lines(lines)[-1] == "data: [DONE]"
+
+
+def test_finished_streams_give_their_upstream_connection_back(gateway: Gateway, chat_upstream: FakeVLLM) -> None:
+    # Each client hangs up the moment it has its [DONE], and the end of the upstream's body comes
+    # a little after that [DONE]: the gateway still reads it, and reuses the connection.
+    body = orjson.dumps(chat(chunks=2, end_delay=0.05))
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\nX-Model-Key: chat\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    for done in range(1, 11):
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as client:
+            client.sendall(request)
+            received = b""
+            while b"data: [DONE]" not in received and (data := client.recv(65536)):
+                received += data
+        assert received.startswith(b"HTTP/1.1 200") and b"data: [DONE]" in received
+        # The fake counts a response once the end of its body is out; then the next one may start.
+        assert wait_until(lambda: chat_upstream.stats()["completed"] == done, timeout=2.0)  # noqa: B023
+    stats = chat_upstream.stats()
+    assert stats["aborted"] == 0
+    assert stats["connections"] <= 2, f"{stats['connections']} upstream connections for 10 streams over 2 workers"
 
 
 def test_client_hang_up_closes_the_upstream_stream(gateway: Gateway, chat_upstream: FakeVLLM) -> None:
