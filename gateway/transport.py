@@ -79,6 +79,25 @@ _FAST_HEADERS = _fast_headers_work()
 _new_headers = httpx.Headers.__new__
 
 
+def _preload_works() -> bool:
+    """Whether a response whose `_content` is set counts as read (httpx 0.28 `read()`/`aread()`)."""
+    try:
+        body = b'{"ok":true}'
+        response = httpx.Response(200, stream=httpx.ByteStream(b"unread"))
+        response._content = body
+        return response.read() is body and response.content is body and response.json() == {"ok": True}
+    except Exception:  # noqa: BLE001  # pragma: no cover - another httpx
+        return False
+
+
+_PRELOAD_WORKS = _preload_works()
+
+
+def _content_encoded(headers: list[tuple[bytes, ...]]) -> bool:
+    """Whether the response has a Content-Encoding: its body must go through httpx's decoders."""
+    return any(item[0].lower() == b"content-encoding" for item in headers)
+
+
 def _response_headers(items: list[tuple[bytes, ...]]) -> Any:
     """What httpx.Response(headers=...) gets: a ready Headers, or the (name, value) pairs."""
     if _FAST_HEADERS:
@@ -454,11 +473,24 @@ class FastTransport(httpx.AsyncBaseTransport):
         except BaseException:
             conn.abort()
             raise
+        extensions = {"http_version": _EXTENSIONS_HTTP11, "reason_phrase": conn.reason}
+        if _PRELOAD_WORKS and conn.complete and not _content_encoded(conn.headers):
+            # The whole body came with the head, as most JSON answers do: the response is built
+            # read, as httpx builds one from `content=` (no decoder chain to run it through), and
+            # the connection goes back to the pool at once.
+            chunks = conn.chunks
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            response = httpx.Response(
+                conn.status, headers=_response_headers(conn.headers), stream=httpx.ByteStream(body), extensions=extensions
+            )
+            response._content = body
+            self._release(conn)
+            return response
         return httpx.Response(
             conn.status,
             headers=_response_headers(conn.headers),
             stream=_ResponseBody(conn, read_timeout, self),
-            extensions={"http_version": _EXTENSIONS_HTTP11, "reason_phrase": conn.reason},
+            extensions=extensions,
         )
 
     async def aclose(self) -> None:

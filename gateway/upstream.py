@@ -32,6 +32,9 @@ _POST_HEADERS = [
     (b"content-type", b"application/json"),
 ]
 _STREAM_HEADERS = [*_POST_HEADERS, (b"accept", b"text/event-stream")]
+# httpx.Headers' internal layout (0.28): (name as sent, lower-cased name, value).
+_POST_TRIPLES = [(name, name.lower(), value) for name, value in _POST_HEADERS]
+_STREAM_TRIPLES = [(name, name.lower(), value) for name, value in _STREAM_HEADERS]
 KEEPALIVE_EXPIRY_SECONDS = 4.0
 # `/models` listings feed routing decisions; a slow one must not hold requests for long.
 MODELS_READ_TIMEOUT_SECONDS = 10.0
@@ -107,6 +110,58 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _public_post(
+    url: httpx.URL, headers: list[tuple[bytes, bytes, bytes]], body: bytes, extensions: dict[str, Any]
+) -> httpx.Request:
+    pairs = [(name, value) for name, _, value in headers]
+    return httpx.Request("POST", url, headers=pairs, content=body, extensions=extensions)
+
+
+def _fast_post(
+    url: httpx.URL, headers: list[tuple[bytes, bytes, bytes]], body: bytes, extensions: dict[str, Any]
+) -> httpx.Request:
+    """What `_public_post` builds, without httpx's normalisation of every header on every request."""
+    built = _new_headers(httpx.Headers)
+    built._list = [  # type: ignore[attr-defined]
+        (b"Host", b"host", url.netloc),
+        *headers,
+        (b"Content-Length", b"content-length", b"%d" % len(body)),
+    ]
+    built._encoding = None  # type: ignore[attr-defined]
+    request = _new_request(httpx.Request)
+    request.method = "POST"
+    request.url = url
+    request.headers = built
+    request.extensions = extensions
+    request.stream = httpx.ByteStream(body)
+    request._content = body  # type: ignore[attr-defined]
+    return request
+
+
+def _fast_post_works() -> bool:
+    """Whether `_fast_post` builds exactly what httpx's constructor does; checked once, at import."""
+    url, body, extensions = httpx.URL("http://127.0.0.1:8000/v1/chat/completions"), b'{"a":1}', {"timeout": {}}
+    headers = [*_STREAM_TRIPLES, (b"x-request-id", b"x-request-id", b"r-1")]
+    try:
+        fast, public = _fast_post(url, headers, body, extensions), _public_post(url, headers, body, extensions)
+        return (
+            vars(fast).keys() == vars(public).keys()
+            and vars(fast.headers).keys() == vars(public.headers).keys()
+            and (fast.method, fast.url, fast.extensions, fast.content) == (public.method, public.url, public.extensions, public.content)
+            and fast.headers.raw == public.headers.raw
+            and fast.headers.multi_items() == public.headers.multi_items()
+            and type(fast.stream) is type(public.stream)
+            and list(fast.stream) == list(public.stream)  # type: ignore[call-overload]
+        )
+    except Exception:  # noqa: BLE001  # pragma: no cover - another httpx
+        return False
+
+
+_new_headers = httpx.Headers.__new__
+_new_request = httpx.Request.__new__
+_build_post = _fast_post if _fast_post_works() else _public_post
+
+
 class Upstream:
     """The worker's client for the vLLM servers.
 
@@ -149,25 +204,20 @@ class Upstream:
     # another replica, answered as JSON or sent in-band is decided by their callers.
 
     def _post_request(
-        self, url: str, body: bytes, request_id: str, headers: list[tuple[bytes, bytes]]
+        self, url: str, body: bytes, request_id: str, headers: list[tuple[bytes, bytes, bytes]]
     ) -> httpx.Request:
         target = self._urls.get(url)
         if target is None:
             target = self._urls[url] = httpx.URL(url)
-        return httpx.Request(
-            "POST",
-            target,
-            headers=[*headers, (b"x-request-id", request_id.encode())],
-            content=body,
-            extensions=self._extensions,
-        )
+        id_header = (b"x-request-id", b"x-request-id", request_id.encode())
+        return _build_post(target, [*headers, id_header], body, self._extensions)
 
     # The relayed requests go to the transport itself: `AsyncClient.send` would only add its
     # auth, redirect and cookie layers, none of which apply, at a tenth of the gateway's CPU.
 
     async def post(self, url: str, body: bytes, request_id: str) -> httpx.Response:
         """POST a JSON body and read the whole answer, whatever its status."""
-        response = await self.transport.handle_async_request(self._post_request(url, body, request_id, _POST_HEADERS))
+        response = await self.transport.handle_async_request(self._post_request(url, body, request_id, _POST_TRIPLES))
         try:
             await response.aread()
         except BaseException:
@@ -177,7 +227,7 @@ class Upstream:
 
     async def open_stream(self, url: str, body: bytes, request_id: str) -> httpx.Response:
         """POST and return the response as soon as its headers arrived, body unread."""
-        return await self.transport.handle_async_request(self._post_request(url, body, request_id, _STREAM_HEADERS))
+        return await self.transport.handle_async_request(self._post_request(url, body, request_id, _STREAM_TRIPLES))
 
     async def list_models(self, url: str) -> ModelList | None:
         """GET `{url}/models`; None if the upstream is down or answers with something unusable."""

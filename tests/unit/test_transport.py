@@ -7,6 +7,7 @@ Every test runs on the default asyncio loop, and again on uvloop (the gateway's 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -139,6 +140,33 @@ async def test_a_json_post_round_trip() -> None:
         }
         got = await http.get(f"{server.url}/v1/models")
         assert got.json()["line"] == "GET /v1/models HTTP/1.1"
+
+
+async def test_a_body_that_came_with_its_head_is_read_and_its_connection_free_at_once() -> None:
+    async with Server(echo_json) as server, client() as http:
+        first = await http.send(http.build_request("POST", f"{server.url}/a", content=b"1"), stream=True)
+        second = await http.send(http.build_request("POST", f"{server.url}/b", content=b"2"), stream=True)
+        assert (await first.aread(), await second.aread()) == (
+            b'{"line":"POST /a HTTP/1.1","body":1,"rid":""}',
+            b'{"line":"POST /b HTTP/1.1","body":2,"rid":""}',
+        )
+        assert [chunk async for chunk in first.aiter_bytes()] == [first.content]
+        await first.aclose()
+        await second.aclose()
+    assert server.connections == 1
+
+
+async def test_a_compressed_body_is_decoded() -> None:
+    body = gzip.compress(b'{"packed":true}')
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(json_response(body, b"content-encoding: gzip\r\n"))
+        await writer.drain()
+        await reader.read()
+
+    async with Server(handler) as server, client() as http:
+        assert (await http.post(f"{server.url}/p", content=b"{}")).json() == {"packed": True}
 
 
 async def test_the_request_head_is_sent_as_httpx_built_it() -> None:
