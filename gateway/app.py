@@ -39,7 +39,7 @@ from .ratelimit import LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_s
 from .redis_store import RedisStore, connect_redis
 from .replicas import Route
 from .routing import Router
-from .server import shield_worker_manager_from_signals
+from .server import freeze_startup_heap, shield_worker_manager_from_signals
 from .settings import Settings, SettingsError, load_settings
 from .upstream import Upstream
 
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
     app.main_process_start(_prepare_shared_state)
     app.main_process_stop(_remove_shared_state)
     app.before_server_start(_start_services)
+    app.after_server_start(_worker_ready)
     app.before_server_stop(_drain_streams)
     app.after_server_stop(_stop_services)
     return app
@@ -217,6 +218,10 @@ async def _start_services(app: Sanic) -> None:
     app.ctx.routes = routes
     app.ctx.guard = Guard(settings, limiter, ClientIP(parse_networks(settings.trusted_proxies)))
     app.ctx.proxy = Proxy(settings, Router(settings, routes, models), upstream)
+
+
+async def _worker_ready(app: Sanic) -> None:
+    freeze_startup_heap()
 
 
 async def _drain_streams(app: Sanic) -> None:

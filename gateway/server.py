@@ -1,22 +1,27 @@
 """
 Serving with several worker processes: what the main process does before and around Sanic's
-worker manager.
+worker manager, and what each worker does once it is ready.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import resource
 import signal
 from typing import Any, Callable
 
 from sanic.worker.manager import WorkerManager
 
-__all__ = ["raise_open_file_limit", "shield_worker_manager_from_signals"]
+__all__ = ["freeze_startup_heap", "raise_open_file_limit", "shield_worker_manager_from_signals"]
 
 # Every open stream holds two sockets (client and upstream); 10,000 streams need room.
 WANTED_OPEN_FILES = 65536
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# Allocations between two young-generation collections (CPython's default: 700). A request
+# allocates a few hundred objects and frees nearly all of them by reference counting, so the
+# default runs a collection every other request for nothing.
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def raise_open_file_limit(wanted: int = WANTED_OPEN_FILES) -> None:
@@ -54,3 +59,15 @@ def shield_worker_manager_from_signals() -> None:
         method = getattr(WorkerManager, name)
         if not getattr(method, "__gateway_shielded__", False):
             setattr(WorkerManager, name, _signals_deferred(method))
+
+
+def freeze_startup_heap() -> None:
+    """Keep what start-up built (modules, the app, its services) out of the cyclic collector.
+
+    Those ~60,000 objects live as long as the worker, yet each full collection walked them all:
+    39 ms on a 2-core test machine, a stall for every request and stream in flight at that moment.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
