@@ -16,7 +16,7 @@ from sanic import Request
 from .logs import AccessLog
 from .metrics import metrics
 
-__all__ = ["CLIENT_CLOSED", "record_request"]
+__all__ = ["CLIENT_CLOSED", "access_log", "record_request"]
 
 CLIENT_CLOSED = 499  # nginx's "client closed request"
 access_log = AccessLog()

@@ -27,7 +27,7 @@ from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
 from . import __version__, blueprints
 from . import metrics as metrics_module
-from .access import record_request
+from .access import access_log, record_request
 from .client_ip import ClientIP, parse_networks
 from .errors import GatewayErrorHandler
 from .guard import Guard
@@ -241,4 +241,5 @@ async def _stop_services(app: Sanic) -> None:
     await app.ctx.upstream.aclose()
     if app.ctx.redis is not None:
         await app.ctx.redis.aclose()
+    access_log.flush()
     metrics_module.mark_worker_stopped()

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
+from pathlib import Path
 
 import orjson
+import pytest
+from prometheus_client import CollectorRegistry, Counter, multiprocess, values
 
-from gateway.logs import JSONFormatter
-from gateway.metrics import usage_tokens
+from gateway.logs import ATOMIC_WRITE_BYTES, AccessLog, JSONFormatter
+from gateway.metrics import _deferred_value_class, flush_pending_writes, usage_tokens
 
 
 def test_usage_is_read_from_the_end_of_a_body() -> None:
@@ -25,3 +30,70 @@ def test_log_lines_are_json_with_extra_fields() -> None:
     assert line["message"] == "request" and line["level"] == "INFO" and line["logger"] == "gateway.access"
     assert line["request_id"] == "abc" and line["status"] == 200
     assert line["time"].endswith("Z")
+
+
+def _scraped(folder: Path) -> dict[str, float]:
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(folder))
+    return {s.name: s.value for metric in registry.collect() for s in metric.samples}
+
+
+def test_multiprocess_values_reach_the_shared_file_after_the_current_loop_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    value_class = _deferred_value_class(pid=4242)
+    registry = CollectorRegistry()
+    monkeypatch.setattr(values, "ValueClass", value_class)
+    counter = Counter("relayed", "Relayed requests.", ["route"], registry=registry)
+
+    async def requests_in_one_step() -> list[float]:
+        seen = []
+        for _ in range(3):
+            counter.labels("chat").inc()
+        seen.append(_scraped(tmp_path).get("relayed_total", 0.0))  # another worker's scrape, same step
+        await asyncio.sleep(0)
+        seen.append(_scraped(tmp_path)["relayed_total"])
+        counter.labels("chat").inc()
+        flush_pending_writes()  # what a scrape served by this worker does first
+        seen.append(_scraped(tmp_path)["relayed_total"])
+        return seen
+
+    assert asyncio.run(requests_in_one_step()) == [0.0, 3.0, 4.0]
+    counter.labels("chat").inc(2)  # no event loop: written at once
+    assert _scraped(tmp_path)["relayed_total"] == 6.0
+
+
+class RecordingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+
+def test_access_lines_leave_after_the_loop_step_in_whole_lines_of_at_most_pipe_buf(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = RecordingStream()
+    access = AccessLog()
+    access.logger = logging.Logger("gateway.access.test", logging.INFO)
+    access.logger.propagate = False
+    access.logger.addHandler(logging.StreamHandler(stream))
+
+    async def one_step_of_requests() -> int:
+        for number in range(40):
+            access.write({"request_id": f"r{number}", "path": "/v1/chat/completions", "note": "x" * 200})
+        written_in_the_step = len(stream.writes)
+        await asyncio.sleep(0)
+        return written_in_the_step
+
+    assert asyncio.run(one_step_of_requests()) == 0
+    assert 1 < len(stream.writes) < 40  # batched, yet never more than PIPE_BUF bytes per write
+    assert all(len(text.encode()) <= ATOMIC_WRITE_BYTES and text.endswith("\n") for text in stream.writes)
+    lines = "".join(stream.writes).splitlines()
+    assert [orjson.loads(line)["request_id"] for line in lines] == [f"r{n}" for n in range(40)]
+    access.write({"request_id": "outside"})  # no event loop: written at once
+    assert orjson.loads(stream.writes[-1])["request_id"] == "outside"
