@@ -119,7 +119,8 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "active", "buffered", "chunks", "closed", "complete", "conns", "drain_waiter", "error", "fd",
         "got_bytes", "head_only", "headers", "headers_done", "idle", "idle_since", "keep_alive", "loop",
-        "parser", "reading_paused", "reason", "status", "transport", "waiter", "write_paused",
+        "parser", "read_deadline", "read_timer", "reading_paused", "reason", "status", "transport", "waiter",
+        "write_paused",
     )  # fmt: skip
 
     def __init__(self, loop: asyncio.AbstractEventLoop, idle: dict[_Connection, None], conns: set[_Connection]):
@@ -144,6 +145,8 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self.error: Exception | None = None
         self.waiter: asyncio.Future[Any] | None = None
+        self.read_deadline = 0.0
+        self.read_timer: asyncio.TimerHandle | None = None
         self.reading_paused = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future[Any] | None = None
@@ -189,6 +192,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self.idle.pop(self, None)
         self.conns.discard(self)
+        self._stop_read_timer()
         if self.active and not self.complete and self.error is None:
             if exc is not None:
                 self.error = httpx.ReadError(str(exc) or type(exc).__name__)
@@ -272,14 +276,31 @@ class _Connection(asyncio.Protocol):
         if timeout is None:
             await waiter
             return
-        timer = self.loop.call_later(timeout, _expire, waiter)
-        try:
-            result = await waiter
-        finally:
-            timer.cancel()
+        # One timer per connection, not one per wait: a stream waits once per chunk. The timer
+        # stays armed across waits and only fires at the earliest deadline set meanwhile; then
+        # it expires the wait under way if its deadline has passed, or is armed again for it.
+        self.read_deadline = self.loop.time() + timeout
+        if self.read_timer is None:
+            self.read_timer = self.loop.call_at(self.read_deadline, self._read_deadline_due)
+        result = await waiter
         if result is _TIMED_OUT and self.waiter is waiter:  # else data came in the same loop iteration
             self.waiter = None
             raise httpx.ReadTimeout("timed out waiting for the upstream response")
+
+    def _read_deadline_due(self) -> None:
+        self.read_timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return  # nobody waits: the next wait arms the timer again
+        if self.loop.time() >= self.read_deadline:
+            waiter.set_result(_TIMED_OUT)
+        else:
+            self.read_timer = self.loop.call_at(self.read_deadline, self._read_deadline_due)
+
+    def _stop_read_timer(self) -> None:
+        if self.read_timer is not None:
+            self.read_timer.cancel()
+            self.read_timer = None
 
     async def drain(self, timeout: float | None) -> None:
         while self.write_paused and not self.closed:
@@ -311,6 +332,7 @@ class _Connection(asyncio.Protocol):
         self.active = False
         if self.transport is not None:
             self.transport.abort()
+        self._stop_read_timer()
         self._wake()
 
     def _fail(self, error: Exception) -> None:
@@ -539,6 +561,7 @@ class FastTransport(httpx.AsyncBaseTransport):
 
     def _release(self, conn: _Connection) -> None:
         """Back to the pool after a complete response, or closed if it can't be reused."""
+        conn._stop_read_timer()
         conn.active = False
         conn.chunks.clear()
         conn.buffered = 0

@@ -390,6 +390,23 @@ async def test_a_stall_between_two_chunks_is_a_read_timeout() -> None:
             await wait_until(lambda: server.open == 0)
 
 
+async def test_a_stream_longer_than_the_read_timeout_lives_while_chunks_keep_coming() -> None:
+    async def steady(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(SSE_HEAD)
+        for number in range(8):  # 0.4 s in all, a chunk every 0.05 s, against a 0.2 s read timeout
+            await asyncio.sleep(0.05)
+            writer.write(chunk(b"data: %d\n\n" % number))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with Server(steady) as server, client(read=0.2) as http:
+        async with asyncio.timeout(BOUND), http.stream("POST", f"{server.url}/p", content=b"{}") as response:
+            body = b"".join([part async for part in response.aiter_raw()])
+    assert body == b"".join(b"data: %d\n\n" % number for number in range(8))
+
+
 async def test_a_chunked_body_cut_short_is_a_remote_protocol_error() -> None:
     async def cuts(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
