@@ -218,6 +218,9 @@ async def _start_services(app: Sanic) -> None:
     app.ctx.routes = routes
     app.ctx.guard = Guard(settings, limiter, ClientIP(parse_networks(settings.trusted_proxies)))
     app.ctx.proxy = Proxy(settings, Router(settings, routes, models), upstream)
+    loop = asyncio.get_running_loop()
+    access_log.write_after_each_loop_step(loop)
+    metrics_module.write_after_each_loop_step(loop)
 
 
 async def _worker_ready(app: Sanic) -> None:
@@ -241,5 +244,5 @@ async def _stop_services(app: Sanic) -> None:
     await app.ctx.upstream.aclose()
     if app.ctx.redis is not None:
         await app.ctx.redis.aclose()
-    access_log.flush()
+    access_log.write_after_each_loop_step(None)
     metrics_module.mark_worker_stopped()

@@ -92,16 +92,17 @@ class AccessLog:
     formatter pass per request were 5% of the CPU of a relayed request. Lines are the same as
     the formatter's. Without a stream handler of its own, the logger is used as usual.
 
-    In an event loop, the lines of one loop step go out together after it (after the responses
-    they describe): one write per step instead of one per request. Each write holds whole lines
-    and at most `ATOMIC_WRITE_BYTES`, so that the lines of several workers sharing one pipe
-    never interleave. Without a running loop, a line is written at once.
+    While a worker serves (`write_after_each_loop_step`), the lines of one step of its event loop
+    go out together after it (after the responses they describe): one write per step instead of
+    one per request. Each write holds whole lines and at most `ATOMIC_WRITE_BYTES`, so that the
+    lines of several workers sharing one pipe never interleave. Otherwise a line goes out at once.
     """
 
     def __init__(self) -> None:
         self.logger = logging.getLogger("gateway.access")
         self._pending: list[bytes] = []
-        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop a flush is scheduled on
+        self._loop: asyncio.AbstractEventLoop | None = None  # the worker's loop, while it serves
+        self._flush_scheduled = False
 
     def write(self, fields: dict[str, Any]) -> None:
         logger = self.logger
@@ -114,18 +115,21 @@ class AccessLog:
         line = {"time": _timestamp(now, (now % 1) * 1000), "level": "INFO", "logger": logger.name, "message": "request"}
         line.update(fields)
         self._pending.append(orjson.dumps(line, default=str) + b"\n")
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop
+        # Not asyncio.get_running_loop(): on Python 3.11 it makes a getpid() system call.
+        if self._loop is None:
             self.flush()
-            return
-        if self._flush_on is not loop:  # (a loop that closed before its flush ran is replaced)
-            self._flush_on = loop
-            loop.call_soon(self.flush)
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def write_after_each_loop_step(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Batch the lines of each step of `loop`; None: write each line at once again."""
+        self.flush()
+        self._loop = loop
 
     def flush(self) -> None:
         """Write the pending lines now."""
-        pending, self._pending, self._flush_on = self._pending, [], None
+        pending, self._pending, self._flush_scheduled = self._pending, [], False
         batch: list[bytes] = []
         size = 0
         for line in pending:

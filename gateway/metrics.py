@@ -33,7 +33,15 @@ from prometheus_client import (
 
 from .errors import GatewayError
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "metrics", "prepare_multiprocess_dir", "render", "usage_tokens"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "Metrics",
+    "metrics",
+    "prepare_multiprocess_dir",
+    "render",
+    "usage_tokens",
+    "write_after_each_loop_step",
+]
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 _CREATED_DIR_ENV = "GATEWAY_METRICS_DIR_CREATED"
@@ -63,7 +71,7 @@ def remove_multiprocess_dir() -> None:
 
 def mark_worker_stopped() -> None:
     if os.environ.get(ENV):
-        flush_pending_writes()
+        write_after_each_loop_step(None)
         multiprocess.mark_process_dead(os.getpid())
 
 
@@ -110,13 +118,22 @@ def _cached_labels(family: Any) -> Callable[..., Any]:
 
 
 _pending_writes: dict[Any, None] = {}  # values changed since their last write to the shared file
-_flush_on: asyncio.AbstractEventLoop | None = None  # the loop a flush of them is scheduled on
+_loop: asyncio.AbstractEventLoop | None = None  # the worker's loop, while it serves
+_flush_scheduled = False
+
+
+def write_after_each_loop_step(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Defer the writes of multiprocess values to the end of the current step of `loop`; None:
+    write at once again (what is pending is written now)."""
+    global _loop
+    flush_pending_writes()
+    _loop = loop
 
 
 def flush_pending_writes() -> None:
     """Write every changed value to this process's file (where scrapes read it)."""
-    global _flush_on
-    _flush_on = None
+    global _flush_scheduled
+    _flush_scheduled = False
     pending = list(_pending_writes)
     _pending_writes.clear()  # first: a failed write must not stop later flushes from being scheduled
     for value in pending:
@@ -128,9 +145,10 @@ def _deferred_value_class(pid: int) -> type:
 
     The stock value writes its file on every change (about ten times per relayed request) and
     calls `os.getpid()` (a system call) on each, to notice a fork. Workers are spawned, never
-    forked, so the pid is read once; and changes are written after the current step of the event
-    loop, once per value however many requests changed it: after the response left, at least as
-    fresh as any scrape that can follow it. A scrape writes its own worker's changes first.
+    forked, so the pid is read once; and while a worker serves (`write_after_each_loop_step`),
+    changes are written after the current step of its event loop, once per value however many
+    requests changed it: after the response left, at least as fresh as any scrape that can
+    follow it. A scrape writes its own worker's changes first.
     """
     stock = values.MultiProcessValue(process_identifier=lambda: pid)
 
@@ -146,16 +164,14 @@ def _deferred_value_class(pid: int) -> type:
             self._changed()
 
         def _changed(self) -> None:
-            global _flush_on
+            # Not asyncio.get_running_loop(): on Python 3.11 it makes a getpid() system call.
+            global _flush_scheduled
             _pending_writes[self] = None
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no event loop: write now
+            if _loop is None:
                 flush_pending_writes()
-                return
-            if _flush_on is not loop:  # (a loop that closed before its flush ran is replaced)
-                _flush_on = loop
-                loop.call_soon(flush_pending_writes)
+            elif not _flush_scheduled:
+                _flush_scheduled = True
+                _loop.call_soon(flush_pending_writes)
 
     return DeferredValue
 

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, multiprocess, values
 
 from gateway.logs import ATOMIC_WRITE_BYTES, AccessLog, JSONFormatter
-from gateway.metrics import _deferred_value_class, flush_pending_writes, usage_tokens
+from gateway.metrics import _deferred_value_class, flush_pending_writes, usage_tokens, write_after_each_loop_step
 
 
 def test_usage_is_read_from_the_end_of_a_body() -> None:
@@ -48,6 +48,7 @@ def test_multiprocess_values_reach_the_shared_file_after_the_current_loop_step(
     counter = Counter("relayed", "Relayed requests.", ["route"], registry=registry)
 
     async def requests_in_one_step() -> list[float]:
+        write_after_each_loop_step(asyncio.get_running_loop())  # what a worker does when it starts
         seen = []
         for _ in range(3):
             counter.labels("chat").inc()
@@ -57,10 +58,13 @@ def test_multiprocess_values_reach_the_shared_file_after_the_current_loop_step(
         counter.labels("chat").inc()
         flush_pending_writes()  # what a scrape served by this worker does first
         seen.append(_scraped(tmp_path)["relayed_total"])
+        counter.labels("chat").inc()
+        write_after_each_loop_step(None)  # what a worker does when it stops
+        seen.append(_scraped(tmp_path)["relayed_total"])
         return seen
 
-    assert asyncio.run(requests_in_one_step()) == [0.0, 3.0, 4.0]
-    counter.labels("chat").inc(2)  # no event loop: written at once
+    assert asyncio.run(requests_in_one_step()) == [0.0, 3.0, 4.0, 5.0]
+    counter.labels("chat").inc()  # outside a serving worker: written at once
     assert _scraped(tmp_path)["relayed_total"] == 6.0
 
 
@@ -84,10 +88,12 @@ def test_access_lines_leave_after_the_loop_step_in_whole_lines_of_at_most_pipe_b
     access.logger.addHandler(logging.StreamHandler(stream))
 
     async def one_step_of_requests() -> int:
+        access.write_after_each_loop_step(asyncio.get_running_loop())
         for number in range(40):
             access.write({"request_id": f"r{number}", "path": "/v1/chat/completions", "note": "x" * 200})
         written_in_the_step = len(stream.writes)
         await asyncio.sleep(0)
+        access.write_after_each_loop_step(None)
         return written_in_the_step
 
     assert asyncio.run(one_step_of_requests()) == 0
@@ -95,5 +101,5 @@ def test_access_lines_leave_after_the_loop_step_in_whole_lines_of_at_most_pipe_b
     assert all(len(text.encode()) <= ATOMIC_WRITE_BYTES and text.endswith("\n") for text in stream.writes)
     lines = "".join(stream.writes).splitlines()
     assert [orjson.loads(line)["request_id"] for line in lines] == [f"r{n}" for n in range(40)]
-    access.write({"request_id": "outside"})  # no event loop: written at once
+    access.write({"request_id": "outside"})  # outside a serving worker: written at once
     assert orjson.loads(stream.writes[-1])["request_id"] == "outside"
