@@ -132,7 +132,7 @@ def _fast_post(
     request.method = "POST"
     request.url = url
     request.headers = built
-    request.extensions = extensions
+    request.extensions = extensions  # one dict for every request: nothing on the path writes to it
     request.stream = httpx.ByteStream(body)
     request._content = body  # type: ignore[attr-defined]
     return request

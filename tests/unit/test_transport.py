@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import inspect
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +18,8 @@ import httpx
 import pytest
 import uvloop
 
+from gateway import transport as transport_module
+from gateway import upstream as upstream_module
 from gateway.transport import READ_HIGH_WATER, STALE_CHECK_AFTER, FastTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -167,6 +170,13 @@ async def test_a_compressed_body_is_decoded() -> None:
 
     async with Server(handler) as server, client() as http:
         assert (await http.post(f"{server.url}/p", content=b"{}")).json() == {"packed": True}
+
+
+def test_the_installed_httpx_takes_the_fast_paths() -> None:
+    # Each is checked at import against httpx's public constructors; another httpx would fall
+    # back to those silently, and cost the CPU these paths save.
+    assert transport_module._FAST_HEADERS and transport_module._PRELOAD_WORKS
+    assert upstream_module._build_post is upstream_module._fast_post
 
 
 async def test_the_request_head_is_sent_as_httpx_built_it() -> None:
@@ -758,7 +768,9 @@ async def test_aclose_closes_every_connection() -> None:
         await wait_until(lambda: server.open == 0)
 
 
-SCENARIOS = {name: test for name, test in list(globals().items()) if name.startswith("test_")}
+SCENARIOS = {
+    name: test for name, test in list(globals().items()) if name.startswith("test_") and inspect.iscoroutinefunction(test)
+}
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
