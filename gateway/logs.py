@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from .loop_step import AfterLoopStep
+
 __all__ = ["AccessLog", "JSONFormatter", "log_config"]
 
 # Writes of at most PIPE_BUF bytes to a pipe are atomic (POSIX: 512 at least, 4096 on Linux).
@@ -101,8 +103,7 @@ class AccessLog:
     def __init__(self) -> None:
         self.logger = logging.getLogger("gateway.access")
         self._pending: list[bytes] = []
-        self._loop: asyncio.AbstractEventLoop | None = None  # the worker's loop, while it serves
-        self._flush_scheduled = False
+        self._flushes = AfterLoopStep(self._write_pending)
 
     def write(self, fields: dict[str, Any]) -> None:
         logger = self.logger
@@ -115,21 +116,18 @@ class AccessLog:
         line = {"time": _timestamp(now, (now % 1) * 1000), "level": "INFO", "logger": logger.name, "message": "request"}
         line.update(fields)
         self._pending.append(orjson.dumps(line, default=str) + b"\n")
-        # Not asyncio.get_running_loop(): on Python 3.11 it makes a getpid() system call.
-        if self._loop is None:
-            self.flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self.flush)
+        self._flushes.request()
 
     def write_after_each_loop_step(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Batch the lines of each step of `loop`; None: write each line at once again."""
-        self.flush()
-        self._loop = loop
+        self._flushes.bind(loop)
 
     def flush(self) -> None:
         """Write the pending lines now."""
-        pending, self._pending, self._flush_scheduled = self._pending, [], False
+        self._flushes.run()
+
+    def _write_pending(self) -> None:
+        pending, self._pending = self._pending, []
         batch: list[bytes] = []
         size = 0
         for line in pending:

@@ -32,6 +32,7 @@ from prometheus_client import (
 )
 
 from .errors import GatewayError
+from .loop_step import AfterLoopStep
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -118,26 +119,27 @@ def _cached_labels(family: Any) -> Callable[..., Any]:
 
 
 _pending_writes: dict[Any, None] = {}  # values changed since their last write to the shared file
-_loop: asyncio.AbstractEventLoop | None = None  # the worker's loop, while it serves
-_flush_scheduled = False
+
+
+def _write_pending_values() -> None:
+    pending = list(_pending_writes)
+    _pending_writes.clear()  # first: a failed write must not stop later flushes from being scheduled
+    for value in pending:
+        value._file.write_value(value._key, value._value, value._timestamp)
+
+
+_writes = AfterLoopStep(_write_pending_values)
 
 
 def write_after_each_loop_step(loop: asyncio.AbstractEventLoop | None) -> None:
     """Defer the writes of multiprocess values to the end of the current step of `loop`; None:
     write at once again (what is pending is written now)."""
-    global _loop
-    flush_pending_writes()
-    _loop = loop
+    _writes.bind(loop)
 
 
 def flush_pending_writes() -> None:
     """Write every changed value to this process's file (where scrapes read it)."""
-    global _flush_scheduled
-    _flush_scheduled = False
-    pending = list(_pending_writes)
-    _pending_writes.clear()  # first: a failed write must not stop later flushes from being scheduled
-    for value in pending:
-        value._file.write_value(value._key, value._value, value._timestamp)
+    _writes.run()
 
 
 def _deferred_value_class(pid: int) -> type:
@@ -164,14 +166,8 @@ def _deferred_value_class(pid: int) -> type:
             self._changed()
 
         def _changed(self) -> None:
-            # Not asyncio.get_running_loop(): on Python 3.11 it makes a getpid() system call.
-            global _flush_scheduled
             _pending_writes[self] = None
-            if _loop is None:
-                flush_pending_writes()
-            elif not _flush_scheduled:
-                _flush_scheduled = True
-                _loop.call_soon(flush_pending_writes)
+            _writes.request()
 
     return DeferredValue
 

@@ -93,11 +93,6 @@ def _preload_works() -> bool:
 _PRELOAD_WORKS = _preload_works()
 
 
-def _content_encoded(headers: list[tuple[bytes, ...]]) -> bool:
-    """Whether the response has a Content-Encoding: its body must go through httpx's decoders."""
-    return any(item[0].lower() == b"content-encoding" for item in headers)
-
-
 def _response_headers(items: list[tuple[bytes, ...]]) -> Any:
     """What httpx.Response(headers=...) gets: a ready Headers, or the (name, value) pairs."""
     if _FAST_HEADERS:
@@ -117,7 +112,7 @@ class _Connection(asyncio.Protocol):
     """One TCP connection to an origin, and the state of the exchange under way on it."""
 
     __slots__ = (
-        "active", "buffered", "chunks", "closed", "complete", "conns", "drain_waiter", "error", "fd",
+        "active", "buffered", "chunks", "closed", "complete", "conns", "drain_waiter", "encoded", "error", "fd",
         "got_bytes", "head_only", "headers", "headers_done", "idle", "idle_since", "keep_alive", "loop",
         "parser", "read_deadline", "read_timer", "reading_paused", "reason", "status", "transport", "waiter",
         "write_paused",
@@ -138,6 +133,7 @@ class _Connection(asyncio.Protocol):
         self.reason = b""
         self.headers: list[tuple[bytes, ...]] = []  # (name, value) or (name, lower-cased name, value)
         self.headers_done = False
+        self.encoded = False  # the body has a Content-Encoding: httpx's decoders must read it
         self.complete = False
         self.keep_alive = False
         self.chunks: list[bytes] = []
@@ -230,12 +226,17 @@ class _Connection(asyncio.Protocol):
     if _FAST_HEADERS:
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            self.headers.append((name, name.lower(), value))
+            lowered = name.lower()
+            self.headers.append((name, lowered, value))
+            if lowered == b"content-encoding":
+                self.encoded = True
 
     else:  # pragma: no cover - another httpx
 
         def on_header(self, name: bytes, value: bytes) -> None:
             self.headers.append((name, value))
+            if name.lower() == b"content-encoding":
+                self.encoded = True
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -265,7 +266,7 @@ class _Connection(asyncio.Protocol):
         self.head_only = head_only
         self.status = 0
         self.headers = []
-        self.headers_done = self.complete = self.keep_alive = self.got_bytes = False
+        self.headers_done = self.complete = self.keep_alive = self.got_bytes = self.encoded = False
         self.buffered = 0
         self.error = None
 
@@ -496,7 +497,7 @@ class FastTransport(httpx.AsyncBaseTransport):
             conn.abort()
             raise
         extensions = {"http_version": _EXTENSIONS_HTTP11, "reason_phrase": conn.reason}
-        if _PRELOAD_WORKS and conn.complete and not _content_encoded(conn.headers):
+        if _PRELOAD_WORKS and conn.complete and not conn.encoded:
             # The whole body came with the head, as most JSON answers do: the response is built
             # read, as httpx builds one from `content=` (no decoder chain to run it through), and
             # the connection goes back to the pool at once.

@@ -111,20 +111,24 @@ def _reason(exc: BaseException) -> str:
 
 
 def _public_post(
-    url: httpx.URL, headers: list[tuple[bytes, bytes, bytes]], body: bytes, extensions: dict[str, Any]
-) -> httpx.Request:
+    url: httpx.URL, headers: list[tuple[bytes, bytes, bytes]], request_id: bytes, body: bytes,
+    extensions: dict[str, Any],
+) -> httpx.Request:  # fmt: skip
     pairs = [(name, value) for name, _, value in headers]
+    pairs.append((b"x-request-id", request_id))
     return httpx.Request("POST", url, headers=pairs, content=body, extensions=extensions)
 
 
 def _fast_post(
-    url: httpx.URL, headers: list[tuple[bytes, bytes, bytes]], body: bytes, extensions: dict[str, Any]
-) -> httpx.Request:
+    url: httpx.URL, headers: list[tuple[bytes, bytes, bytes]], request_id: bytes, body: bytes,
+    extensions: dict[str, Any],
+) -> httpx.Request:  # fmt: skip
     """What `_public_post` builds, without httpx's normalisation of every header on every request."""
     built = _new_headers(httpx.Headers)
     built._list = [  # type: ignore[attr-defined]
         (b"Host", b"host", url.netloc),
         *headers,
+        (b"x-request-id", b"x-request-id", request_id),
         (b"Content-Length", b"content-length", b"%d" % len(body)),
     ]
     built._encoding = None  # type: ignore[attr-defined]
@@ -141,9 +145,9 @@ def _fast_post(
 def _fast_post_works() -> bool:
     """Whether `_fast_post` builds exactly what httpx's constructor does; checked once, at import."""
     url, body, extensions = httpx.URL("http://127.0.0.1:8000/v1/chat/completions"), b'{"a":1}', {"timeout": {}}
-    headers = [*_STREAM_TRIPLES, (b"x-request-id", b"x-request-id", b"r-1")]
     try:
-        fast, public = _fast_post(url, headers, body, extensions), _public_post(url, headers, body, extensions)
+        fast = _fast_post(url, _STREAM_TRIPLES, b"r-1", body, extensions)
+        public = _public_post(url, _STREAM_TRIPLES, b"r-1", body, extensions)
         return (
             vars(fast).keys() == vars(public).keys()
             and vars(fast.headers).keys() == vars(public.headers).keys()
@@ -209,8 +213,7 @@ class Upstream:
         target = self._urls.get(url)
         if target is None:
             target = self._urls[url] = httpx.URL(url)
-        id_header = (b"x-request-id", b"x-request-id", request_id.encode())
-        return _build_post(target, [*headers, id_header], body, self._extensions)
+        return _build_post(target, headers, request_id.encode(), body, self._extensions)
 
     # The relayed requests go to the transport itself: `AsyncClient.send` would only add its
     # auth, redirect and cookie layers, none of which apply, at a tenth of the gateway's CPU.
