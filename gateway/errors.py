@@ -33,6 +33,8 @@ from sanic import HTTPResponse, Request
 from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 
+from .responses import Response
+
 __all__ = [
     "BadRequest",
     "GatewayError",
@@ -170,7 +172,7 @@ _SANIC_CODES: dict[int, tuple[str, str]] = {
 
 
 def _json_response(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> HTTPResponse:
-    return HTTPResponse(body, status=status, headers=dict(headers or {}), content_type="application/json")
+    return Response(body, status=status, headers=dict(headers or {}), content_type="application/json")
 
 
 class GatewayErrorHandler(ErrorHandler):

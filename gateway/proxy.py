@@ -20,6 +20,7 @@ from .errors import GatewayError, UpstreamTimeout
 from .metrics import metrics
 from .models_cache import ModelList
 from .replicas import Dispatch, Route
+from .responses import Response
 from .routing import Router
 from .settings import Settings
 from .sse import StreamRelay
@@ -90,7 +91,7 @@ class Proxy:
             metrics.count_tokens(route.key, model_label, upstream.content)
         elif status >= 500:
             metrics.count_upstream_error(route.key, status)
-        return HTTPResponse(
+        return Response(
             upstream.content, status=status, content_type=upstream.headers.get("content-type", "application/json")
         )
 

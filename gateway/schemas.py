@@ -31,11 +31,12 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
-from sanic_ext.extensions.openapi.builders import SpecificationBuilder
+from sanic_ext.extensions.openapi.builders import OperationStore, SpecificationBuilder
 from sanic_ext.extensions.openapi.definitions import Reference, RequestBody, Response
 from sanic_ext.extensions.openapi.types import Array, Object, Schema, String
 
 __all__ = [
+    "request_body",
     "API_CHAT_BODY",
     "API_EMBEDDINGS_BODY",
     "API_MODEL_LIST",
@@ -160,6 +161,24 @@ def _status(status: int) -> Any:
 
 def _body(cls: type, description: str) -> RequestBody:
     return RequestBody({JSON: ref(cls)}, required=True, description=description)
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def request_body(body: RequestBody) -> Callable[[Handler], Handler]:
+    """Document a handler's request body, leaving the handler as it is.
+
+    `openapi.definition(body=...)` documents the same, but wraps the handler in a layer that runs
+    on every request (for validation, which the gateway does itself in `gateway.payloads`).
+    """
+
+    def attach(handler: Handler) -> Handler:
+        fields = dict(body.fields)
+        OperationStore()[handler].body(fields.pop("content"), **fields)
+        return handler
+
+    return attach
 
 
 # ------------------------------------------------------------------------------------------------

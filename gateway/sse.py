@@ -30,9 +30,9 @@ from typing import Any, Awaitable, Callable
 import httpx
 import orjson
 from sanic import HTTPResponse, Request
-from sanic.response.types import HTTPResponse as StreamingResponse
 
 from .errors import GatewayError, UpstreamError, UpstreamTimeout, error_body
+from .responses import Response
 from .upstream import close_after_end, close_response, map_transport_error
 
 __all__ = ["SSE_HEADERS", "StreamRelay"]
@@ -97,7 +97,7 @@ class StreamRelay:
         self._total = total_timeout_seconds
         self._on_first_chunk = on_first_chunk
         self._on_usage = on_usage
-        self.response: StreamingResponse | None = None
+        self.response: HTTPResponse | None = None
         self.upstream_status: int | None = None
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None  # the next heartbeat check
@@ -139,7 +139,7 @@ class StreamRelay:
                 if upstream.status_code != 200 or not content_type.startswith("text/event-stream"):
                     body = await upstream.aread()
                     if not self.started:
-                        return HTTPResponse(body, status=upstream.status_code, content_type=content_type or None)
+                        return Response(body, status=upstream.status_code, content_type=content_type or None)
                     await self._finish(upstream_error_event(upstream.status_code, body, self.route_key))
                     return None
                 if not self.started:
@@ -190,7 +190,9 @@ class StreamRelay:
             await asyncio.wait({self._beat})
 
     async def _start(self) -> None:
-        self.response = await self.request.respond(status=200, headers=SSE_HEADERS, content_type=SSE_CONTENT_TYPE)
+        self.response = await self.request.respond(
+            Response(status=200, headers=SSE_HEADERS, content_type=SSE_CONTENT_TYPE)
+        )
         self._last_write = self._loop.time()
         self._arm_heartbeat()
 

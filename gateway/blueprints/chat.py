@@ -19,10 +19,10 @@ async def _chat(request: Request, *, stream: bool) -> HTTPResponse | None:
 
 @bp.post("/chat")
 @openapi.definition(
-    body=doc.API_CHAT_BODY,
     parameter=doc.ROUTED_HEADERS,
     response=[doc.CHAT_COMPLETION, *doc.ROUTED_ERRORS],
 )
+@doc.request_body(doc.API_CHAT_BODY)
 async def chat(request: Request) -> HTTPResponse | None:
     """One chat completion; the upstream's JSON comes back unchanged."""
     return await _chat(request, stream=False)
@@ -30,10 +30,10 @@ async def chat(request: Request) -> HTTPResponse | None:
 
 @bp.post("/chat/stream")
 @openapi.definition(
-    body=doc.API_CHAT_BODY,
     parameter=doc.ROUTED_HEADERS,
     response=[doc.CHAT_STREAM, *doc.ROUTED_ERRORS],
 )
+@doc.request_body(doc.API_CHAT_BODY)
 async def chat_stream(request: Request) -> HTTPResponse | None:
     """The same chat, as server-sent events with heartbeats, ending with `data: [DONE]`."""
     return await _chat(request, stream=True)

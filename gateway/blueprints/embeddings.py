@@ -11,10 +11,10 @@ bp = Blueprint("embeddings", url_prefix="/api")
 
 @bp.post("/embeddings")
 @openapi.definition(
-    body=doc.API_EMBEDDINGS_BODY,
     parameter=doc.ROUTED_HEADERS,
     response=[doc.EMBEDDINGS, *doc.ROUTED_ERRORS],
 )
+@doc.request_body(doc.API_EMBEDDINGS_BODY)
 async def embeddings(request: Request) -> HTTPResponse:
     """Embeddings for `input`; the upstream's JSON comes back unchanged."""
     proxy = request.app.ctx.proxy

@@ -29,10 +29,10 @@ async def _forward(request: Request, endpoint: str) -> HTTPResponse | None:
 
 @bp.post("/chat/completions")
 @openapi.definition(
-    body=doc.OPENAI_CHAT_BODY,
     parameter=doc.ROUTED_HEADERS,
     response=[doc.CHAT_COMPLETION_OR_STREAM, *doc.ROUTED_ERRORS],
 )
+@doc.request_body(doc.OPENAI_CHAT_BODY)
 async def chat_completions(request: Request) -> HTTPResponse | None:
     """Chat completion (OpenAI), as JSON or, with `stream: true`, as server-sent events."""
     return await _forward(request, "/chat/completions")
@@ -40,10 +40,10 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
 
 @bp.post("/completions")
 @openapi.definition(
-    body=doc.OPENAI_COMPLETION_BODY,
     parameter=doc.ROUTED_HEADERS,
     response=[doc.COMPLETION_OR_STREAM, *doc.ROUTED_ERRORS],
 )
+@doc.request_body(doc.OPENAI_COMPLETION_BODY)
 async def completions(request: Request) -> HTTPResponse | None:
     """Text completion (OpenAI, legacy), as JSON or, with `stream: true`, as server-sent events."""
     return await _forward(request, "/completions")
@@ -51,10 +51,10 @@ async def completions(request: Request) -> HTTPResponse | None:
 
 @bp.post("/embeddings")
 @openapi.definition(
-    body=doc.OPENAI_EMBEDDINGS_BODY,
     parameter=doc.ROUTED_HEADERS,
     response=[doc.EMBEDDINGS, *doc.ROUTED_ERRORS],
 )
+@doc.request_body(doc.OPENAI_EMBEDDINGS_BODY)
 async def embeddings(request: Request) -> HTTPResponse | None:
     """Embeddings (OpenAI)."""
     return await _forward(request, "/embeddings")

@@ -103,3 +103,25 @@ def test_access_lines_leave_after_the_loop_step_in_whole_lines_of_at_most_pipe_b
     assert [orjson.loads(line)["request_id"] for line in lines] == [f"r{n}" for n in range(40)]
     access.write({"request_id": "outside"})  # outside a serving worker: written at once
     assert orjson.loads(stream.writes[-1])["request_id"] == "outside"
+
+
+def test_access_lines_written_directly_match_the_formatters_lines() -> None:
+    stream = RecordingStream()
+    access = AccessLog()
+    access.logger = logging.Logger("gateway.access", logging.INFO)
+    access.logger.propagate = False
+    access.logger.addHandler(logging.StreamHandler(stream))
+    fields = {"request_id": "r1", "method": "POST", "status": 200, "duration_ms": 1.25, "route": None}
+    access.write(fields)
+    access.write({})
+    direct, empty = (orjson.loads(text) for text in stream.writes)
+
+    record = logging.LogRecord("gateway.access", logging.INFO, __file__, 1, "request", (), None)
+    record.fields = fields
+    formatted = orjson.loads(JSONFormatter().format(record))
+    assert list(direct) == list(formatted) == ["time", "level", "logger", "message", *fields]
+    assert {key: value for key, value in direct.items() if key != "time"} == {
+        key: value for key, value in formatted.items() if key != "time"
+    }
+    assert direct["time"].endswith("Z") and len(direct["time"]) == len("2026-11-26T19:00:00.123Z")
+    assert empty == {"time": empty["time"], "level": "INFO", "logger": "gateway.access", "message": "request"}

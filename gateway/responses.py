@@ -1,0 +1,40 @@
+"""
+The gateway's HTTP response: Sanic's, with its headers made safe at a fraction of the cost.
+
+Sanic strips CR, LF and NUL from every header name and value it sends, with `str.translate` and a
+deletion table: about 1 µs for a long value, some 5% of a relayed request's CPU. Values almost never
+hold those characters, so they are looked for first (a C-speed scan each) and only a value that
+holds one is rewritten. What goes on the wire is the same as with Sanic's own response.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from sanic import HTTPResponse
+from sanic.helpers import has_message_body
+from sanic.response.types import HEADER_TRANSLATION_TABLE
+
+__all__ = ["Response", "safe_header_text"]
+
+
+def safe_header_text(text: str) -> str:
+    """`text` without CR, LF and NUL: header injection and truncation are impossible."""
+    if "\r" in text or "\n" in text or "\x00" in text:
+        return text.translate(HEADER_TRANSLATION_TABLE)
+    return text
+
+
+class Response(HTTPResponse):
+    """A complete response (`body` set at once) or, through `request.respond(response)`, a stream."""
+
+    __slots__ = ()
+
+    @property
+    def processed_headers(self) -> Iterator[tuple[bytes, bytes]]:
+        if has_message_body(self.status):
+            self.headers.setdefault("content-type", self.content_type)
+        return (
+            (safe_header_text(name).encode("ascii"), safe_header_text(f"{value}").encode(errors="surrogateescape"))
+            for name, value in self.headers.items()
+        )
