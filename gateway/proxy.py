@@ -124,7 +124,7 @@ class Proxy:
             relay.error = error
             raise
         except asyncio.CancelledError:
-            if not relay.started:
+            if not relay.ended:  # the client hung up before the end: logged and counted as 499
                 record_request(request, CLIENT_CLOSED)
             raise
         finally:

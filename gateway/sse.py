@@ -113,6 +113,11 @@ class StreamRelay:
     def started(self) -> bool:
         return self.response is not None
 
+    @property
+    def ended(self) -> bool:
+        """The stream's end (`data: [DONE]`) was written: the client has all of it."""
+        return self._ended
+
     def shutdown(self) -> None:
         """End the stream now with an in-band error (the server's graceful period is over)."""
         if self._task is not None and not self._task.done():

@@ -51,6 +51,14 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     return predicate()
 
 
+def access_line(gateway: Gateway, request_id: str) -> dict[str, Any] | None:
+    """The access log line of the request with this X-Request-ID, once it is written."""
+    for line in gateway.output().splitlines():
+        if request_id in line and '"message":"request"' in line:
+            return orjson.loads(line)
+    return None
+
+
 @pytest.fixture(scope="module")
 def gateway(chat_upstream: FakeVLLM) -> Iterator[Gateway]:
     gateway = Gateway({"MODEL_ROUTE_chat": chat_upstream.url, "SSE_HEARTBEAT_SECONDS": "1"})
@@ -96,11 +104,11 @@ def test_finished_streams_give_their_upstream_connection_back(gateway: Gateway, 
     # Each client hangs up the moment it has its [DONE], and the end of the upstream's body comes
     # a little after that [DONE]: the gateway still reads it, and reuses the connection.
     body = orjson.dumps(chat(chunks=2, end_delay=0.05))
-    request = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\nX-Model-Key: chat\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
     for done in range(1, 11):
+        request = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\nX-Model-Key: chat\r\n"
+            f"X-Request-ID: finished-{done}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
         with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as client:
             client.sendall(request)
             received = b""
@@ -112,11 +120,15 @@ def test_finished_streams_give_their_upstream_connection_back(gateway: Gateway, 
     stats = chat_upstream.stats()
     assert stats["aborted"] == 0
     assert stats["connections"] <= 2, f"{stats['connections']} upstream connections for 10 streams over 2 workers"
+    # They had the whole stream: complete requests, logged as 200 (not as cut short).
+    assert wait_until(lambda: access_line(gateway, "finished-10") is not None, timeout=2.0)
+    assert [access_line(gateway, f"finished-{done}")["status"] for done in range(1, 11)] == [200] * 10  # type: ignore[index]
 
 
 def test_client_hang_up_closes_the_upstream_stream(gateway: Gateway, chat_upstream: FakeVLLM) -> None:
     body = chat(chunks=200, chunk_interval=0.05)
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=10) as response:
+    headers = {"X-Request-ID": "hang-up-mid-stream"}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, headers=headers, timeout=10) as response:
         seen = 0
         for line in response.iter_lines():
             seen += line.startswith("data: ")
@@ -125,6 +137,9 @@ def test_client_hang_up_closes_the_upstream_stream(gateway: Gateway, chat_upstre
     closed_at = time.time()
     assert wait_until(lambda: chat_upstream.stats()["aborted"] == 1, timeout=1.0)
     assert chat_upstream.stats()["last_abort_at"] - closed_at < 1.0
+    # Logged as cut short by its client (nginx's 499), not as a complete 200.
+    assert wait_until(lambda: access_line(gateway, "hang-up-mid-stream") is not None, timeout=2.0)
+    assert access_line(gateway, "hang-up-mid-stream")["status"] == 499  # type: ignore[index]
 
 
 def test_abandoned_non_streaming_request_closes_the_upstream(gateway: Gateway, chat_upstream: FakeVLLM) -> None:
