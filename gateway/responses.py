@@ -9,7 +9,7 @@ holds one is rewritten. What goes on the wire is the same as with Sanic's own re
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from sanic import HTTPResponse
 from sanic.helpers import has_message_body

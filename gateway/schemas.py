@@ -36,7 +36,6 @@ from sanic_ext.extensions.openapi.definitions import Reference, RequestBody, Res
 from sanic_ext.extensions.openapi.types import Array, Object, Schema, String
 
 __all__ = [
-    "request_body",
     "API_CHAT_BODY",
     "API_EMBEDDINGS_BODY",
     "API_MODEL_LIST",
@@ -80,6 +79,7 @@ __all__ = [
     "UpstreamErrorBody",
     "ref",
     "schema",
+    "request_body",
 ]
 
 T = TypeVar("T")
