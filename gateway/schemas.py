@@ -46,7 +46,6 @@ __all__ = [
     "EMBEDDINGS",
     "HEALTH",
     "LISTING_ERRORS",
-    "ROUTE_STATUS",
     "METRICS_ERRORS",
     "METRICS_TEXT",
     "MODEL_KEY",
@@ -58,6 +57,7 @@ __all__ = [
     "REQUEST_ID",
     "ROUTED_ERRORS",
     "ROUTED_HEADERS",
+    "ROUTE_STATUS",
     "SECURITY_SCHEMES",
     "ApiChatRequest",
     "ApiEmbeddingsRequest",
@@ -78,8 +78,8 @@ __all__ = [
     "OpenAIModelList",
     "UpstreamErrorBody",
     "ref",
-    "schema",
     "request_body",
+    "schema",
 ]
 
 T = TypeVar("T")
