@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -76,6 +77,22 @@ async def test_the_ui_is_served_without_a_key(make_app: Callable[..., Sanic]) ->
     _, response = await make_app(API_KEY="secret").asgi_client.get("/docs")
     assert response.status == 200
     assert response.headers["content-type"].startswith("text/html")
+
+
+async def test_the_ui_loads_nothing_from_outside_the_gateway(make_app: Callable[..., Sanic]) -> None:
+    # A self-hosted gateway often has no way out to a CDN: a page that needs one stays blank.
+    app = make_app(API_KEY="secret")
+    _, page = await app.asgi_client.get("/docs")
+    assert "http:" not in page.text and "https:" not in page.text
+    loaded = re.findall(r'(?:src|href)="([^"]+)"', page.text) + re.findall(r'url: "([^"]+)"', page.text)
+    assert {"/docs/assets/swagger-ui-bundle.js", "/docs/openapi.json"} <= set(loaded)
+    types = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".json": "application/json"}
+    for path in loaded:
+        _, response = await app.asgi_client.get(path)
+        assert response.status == 200, path
+        assert response.headers["content-type"].startswith(types[path[path.rindex(".") :]]), path
+    _, escape = await app.asgi_client.get("/docs/assets/%2e%2e/%2e%2e/app.py")
+    assert escape.status == 404
 
 
 def test_the_document_names_the_api_and_its_tags(spec: dict[str, Any]) -> None:
