@@ -10,7 +10,8 @@ Three stores, one arithmetic:
 
 - `RedisLimiter`: one Lua script, Redis's own clock, so every worker of every instance sharing
   the Redis shares one budget. When Redis fails it hands over to the machine-local limiter
-  (and takes over again when Redis answers).
+  (and takes over again when Redis answers). Each of Redis's answers is copied into the local
+  limiter, so a client that spent its budget does not get a fresh one when Redis goes down.
 - `SharedMemoryLimiter`: a table in shared memory, created by the main process before the
   workers start, so the workers of one machine share one budget without Redis.
 - `LocalLimiter`: a dict, for a single process where there is no main process (tests).
@@ -118,6 +119,10 @@ class LocalLimiter:
             self._tats[client] = new_tat
         return decision
 
+    def sync(self, client: str, reset_after: float) -> None:
+        """Take over another limiter's state: `client`'s bucket is full in `reset_after` seconds."""
+        self._tats[client] = time.monotonic() + reset_after
+
 
 def create_shared_table() -> Any:
     """The shared-memory table; call in the main process before the workers start."""
@@ -153,30 +158,43 @@ class SharedMemoryLimiter:
 
     def hit_now(self, client: str) -> Decision:
         key = _client_hash(client)
-        start = int(key) % self._slots
         values = self._values
         with self._lock:
             now = time.monotonic()
-            own = free = victim = -1
-            victim_tat = math.inf
-            for probe in range(PROBES):
-                slot = (start + probe) % self._slots
-                held, tat = values[2 * slot], values[2 * slot + 1]
-                if held == key:
-                    own = slot
-                    break
-                if held == 0.0 or tat <= now:
-                    if free < 0:
-                        free = slot
-                elif tat < victim_tat:
-                    victim, victim_tat = slot, tat
-            slot = own if own >= 0 else free if free >= 0 else victim
-            current = values[2 * slot + 1] if own >= 0 else now
+            slot, current = self._slot(key, now)
             new_tat, decision = _gcra(current, now, self.interval, self.limit)
             if new_tat is not None:
                 values[2 * slot] = key
                 values[2 * slot + 1] = new_tat
         return decision
+
+    def sync(self, client: str, reset_after: float) -> None:
+        """Take over another limiter's state: `client`'s bucket is full in `reset_after` seconds."""
+        key = _client_hash(client)
+        values = self._values
+        with self._lock:
+            now = time.monotonic()
+            slot, _ = self._slot(key, now)
+            values[2 * slot] = key
+            values[2 * slot + 1] = now + reset_after
+
+    def _slot(self, key: float, now: float) -> tuple[int, float]:
+        """The slot for the client hashed to `key`, and its TAT (`now` for a slot new to it)."""
+        values = self._values
+        start = int(key) % self._slots
+        free = victim = -1
+        victim_tat = math.inf
+        for probe in range(PROBES):
+            slot = (start + probe) % self._slots
+            held, tat = values[2 * slot], values[2 * slot + 1]
+            if held == key:
+                return slot, tat
+            if held == 0.0 or tat <= now:
+                if free < 0:
+                    free = slot
+            elif tat < victim_tat:
+                victim, victim_tat = slot, tat
+        return (free if free >= 0 else victim), now
 
 
 class RedisLimiter:
@@ -197,4 +215,6 @@ class RedisLimiter:
             )
         except StoreUnavailable:
             return self._fallback.hit_now(client)
-        return Decision(bool(allowed), self.limit, int(remaining), int(retry_ms) / 1000, int(reset_ms) / 1000)
+        decision = Decision(bool(allowed), self.limit, int(remaining), int(retry_ms) / 1000, int(reset_ms) / 1000)
+        self._fallback.sync(client, decision.reset_after)
+        return decision

@@ -86,7 +86,9 @@ def test_redis_outage_degrades_and_the_limit_returns_with_redis(
         redis.stop()
         during = burst([gateway.url], 20)
         assert set(during) <= {200, 429}  # no request fails because Redis is gone
-        assert 1 <= during.count(200) <= 6  # the machine-local limiter took over
+        # The machine-local limiter took over, from where Redis was: 2 of 5 left, not a fresh 5
+        # (one more may have refilled meanwhile: a request every 12 s).
+        assert during.count(200) in (2, 3)
         redis = RedisServer(port=redis.port)  # Redis is back, empty
         assert _wait_for_redis_use(gateway)
         after = burst([gateway.url], 20)

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from gateway.ratelimit import LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_shared_table
-from gateway.redis_store import RedisStore, connect_redis
+from gateway.redis_store import RedisStore, StoreUnavailable, connect_redis
 
 
 async def test_a_full_bucket_allows_a_burst_of_the_limit_then_refuses() -> None:
@@ -72,3 +72,27 @@ async def test_redis_limiter_is_shared_and_falls_back_when_redis_is_down() -> No
     await stores[0].client.delete(stores[0].key("rl", "{9.9.9.9}"))
     for store in [*stores, down]:
         await store.aclose()
+
+
+async def test_a_redis_outage_does_not_hand_out_a_fresh_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    store = RedisStore(connect_redis("redis://127.0.0.1:6379/0"), prefix)
+    try:
+        await store.client.ping()
+    except Exception:
+        pytest.fail("this test needs Redis at 127.0.0.1:6379 (scripts/test.sh starts one)")
+    for fallback in (LocalLimiter(4), SharedMemoryLimiter(4, create_shared_table())):
+        client = f"8.8.8.{len(prefix)}-{type(fallback).__name__}"
+        limiter = RedisLimiter(4, store, fallback)
+        assert [(await limiter.hit(client)).remaining for _ in range(3)] == [3, 2, 1]
+
+        async def unavailable(*_: object) -> None:
+            raise StoreUnavailable("down")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(store, "run", unavailable)
+            during = [await limiter.hit(client) for _ in range(3)]
+        # The local limiter goes on from where Redis was: 1 left, not a fresh 4.
+        assert [decision.allowed for decision in during] == [True, False, False]
+        assert during[0].remaining == 0
+    await store.aclose()
