@@ -11,7 +11,8 @@ Scenarios (the default is the first four; idle10k runs only when named):
   latency     a. 1 connection, sequential non-streaming POSTs after a warm-up: p50/p99, CPU/request.
   throughput  b. `wrk -t2 -c64 --latency -s scripts/bench_post.lua`: req/s, p99, and CPU ms per
               request of the gateway (utime+stime of its main process and all its children, the
-              workers) and of the fake.
+              workers) and of the fake. Without wrk, an asyncio client in a process of its own
+              keeps 64 connections busy instead (slower than wrk: it takes more of the CPU).
   stream      c. 50 concurrent streams of 64 chunks 10 ms apart (per-request fake knobs): time to
               the first content event (from request send) p50/p99, chunk rates.
   idle        d. 1,000 concurrent streams whose upstream sends headers, then stays silent: time to
@@ -28,7 +29,7 @@ and its default INFO access log, to a temp file (--quiet-logs: LOG_LEVEL=WARNING
 are stopped at the end (SIGTERM, bounded waits). The code measured is the working tree's (HEAD is
 printed, flagged when gateway/ has uncommitted changes), or with --ref that commit's gateway/,
 exported with `git archive` to a temp folder. A full run takes under 2 minutes, --quick under 1;
---wait-quiet lets a run on a busy machine stretch to SECONDS. Needs `wrk`; --profile needs py-spy
+--wait-quiet lets a run on a busy machine stretch to SECONDS. Best with `wrk`; --profile needs py-spy
 (it samples the busiest worker during the gateway's /v1 throughput run, slowing it a little).
 """
 
@@ -39,6 +40,7 @@ import asyncio
 import collections
 import functools
 import json
+import multiprocessing
 import os
 import re
 import resource
@@ -344,14 +346,15 @@ class Bench:
     def throughput(self) -> None:
         """b. Throughput at 64 connections, with CPU time per request."""
         for target in chat_targets(stream=False):
-            self.both("b. 64 conns", target, self.wrk, [("requests/s", "rps", "ratio", 0),
+            self.both("b. 64 conns", target, self.load, [("requests/s", "rps", "ratio", 0),
                       ("p99 latency (ms)", "p99_ms", "added", 2), ("gateway CPU ms/request", "gateway_cpu_ms", "", 3),
                       ("fake CPU ms/request", "fake_cpu_ms", "", 3),
                       ("non-2xx + socket errors", "errors", "", 0)])  # fmt: skip
 
-    def wrk(self, server: Server, path: str, body: bytes) -> dict[str, Any]:
+    def load(self, server: Server, path: str, body: bytes) -> dict[str, Any]:
         seconds, url = 3 if self.args.quick else 10, f"http://{HOST}:{server.port}{path}"
-        run_wrk(url, body, 1)  # warm-up: connection pools, models cache
+        run_load = run_wrk if self.args.load == "wrk" else run_client
+        run_load(url, body, 1)  # warm-up: connection pools, models cache
         gateway_pids, fake_pids, profiler = self.gateway.pids(), self.fake.pids(), None
         if self.args.profile and server is self.gateway and path.startswith("/v1"):
             worker = max(gateway_pids, key=lambda pid: cpu_seconds([pid]))  # the busiest: a worker
@@ -361,7 +364,7 @@ class Bench:
                                          "-f", form, "-o", self.args.profile], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)  # fmt: skip
         gateway_cpu, fake_cpu = cpu_seconds(gateway_pids), cpu_seconds(fake_pids)
-        result = run_wrk(url, body, seconds)
+        result = run_load(url, body, seconds)
         gateway_cpu, fake_cpu = cpu_seconds(gateway_pids) - gateway_cpu, cpu_seconds(fake_pids) - fake_cpu
         if profiler is not None:
             profiler.wait(30)
@@ -431,6 +434,42 @@ def run_wrk(url: str, body: bytes, seconds: int) -> dict[str, Any]:
     return {"rps": number(r"Requests/sec:\s*([\d.]+)"), "requests": int(number(r"(\d+) requests in")),
             "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else None, "errors": int(errors),
             "error_lines": re.findall(r"(?:Non-2xx|Socket errors).*", out)}  # fmt: skip
+
+
+def run_client(url: str, body: bytes, seconds: int, connections: int = 64) -> dict[str, Any]:
+    """What `run_wrk` measures, from an asyncio client in a forked process of its own (as wrk is)."""
+    port, path = int(url.split(":")[2].split("/")[0]), "/" + url.split("/", 3)[3]
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(_client_load, (port, path, body, seconds, connections))  # type: ignore[no-any-return]
+
+
+def _client_load(port: int, path: str, body: bytes, seconds: int, connections: int) -> dict[str, Any]:
+    return run_async(closed_loop(port, path, body, seconds, connections))  # type: ignore[no-any-return]
+
+
+async def closed_loop(port: int, path: str, body: bytes, seconds: float, connections: int) -> dict[str, Any]:
+    """`connections` keep-alive connections, each sending its next request as its last answer ends."""
+    raw, samples, statuses = raw_request("POST", path, port, body), list[float](), list[int]()
+    deadline = time.perf_counter() + seconds
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        try:
+            while (started := time.perf_counter()) < deadline:
+                writer.write(raw)
+                status, _ = await asyncio.wait_for(read_response(reader), 10)
+                samples.append(time.perf_counter() - started)
+                statuses.append(status)
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    failures = await asyncio.gather(*(connection() for _ in range(connections)), return_exceptions=True)
+    elapsed = time.perf_counter() - started
+    failed = [repr(failure) for failure in failures if failure is not None]
+    non_2xx = sum(not 200 <= status < 300 for status in statuses)
+    return {"rps": len(samples) / elapsed, "requests": len(samples), "p99_ms": pct(samples, 99) * 1000,
+            "errors": non_2xx + len(failed), "error_lines": failed[:3]}  # fmt: skip
 
 
 async def sequential(port: int, path: str, body: bytes, count: int, warmup: int) -> dict[str, Any]:
@@ -600,8 +639,7 @@ def parse_args() -> argparse.Namespace:
     bad_env = [item for item in args.gateway_env if "=" not in item]
     if unknown or bad_env:
         parser.error(f"unknown scenarios {sorted(unknown)}" if unknown else f"not KEY=VAL: {bad_env}")
-    if shutil.which("wrk") is None and "throughput" in args.scenarios:
-        parser.error("wrk is not on PATH (apt-get install wrk)")
+    args.load = "wrk" if shutil.which("wrk") else "asyncio client (no wrk on PATH: apt-get install wrk)"
     return args
 
 
@@ -655,7 +693,7 @@ def main() -> None:
     extra = f", gateway env {args.gateway_env}" if args.gateway_env else ""
     print(f"\n{info['nproc']} CPUs ({info['cpu']}), commit {info['commit'][:12]}"
           f"{' + uncommitted gateway/ changes' if info['gateway_dirty'] else ''}, {args.workers} workers, "
-          f"access log {'off' if args.quiet_logs else 'on'}{extra}"
+          f"access log {'off' if args.quiet_logs else 'on'}, load: {args.load}{extra}"
           f"{', vLLM running' if info['vllm_pids'] else ''}{', quick' if args.quick else ''}\n")  # fmt: skip
     print(table(bench.rows))
     if args.json:
