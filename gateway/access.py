@@ -46,5 +46,7 @@ def record_request(request: Request, status: int) -> None:
                 "model": getattr(ctx, "model", None),
                 "client_ip": getattr(ctx, "client_ip", None) or request.ip,
                 "upstream_status": getattr(ctx, "upstream_status", None),
+                # The code of the gateway's error, a JSON one or a stream's in-band one.
+                "error": getattr(ctx, "error", None),
             }
         )

@@ -4,7 +4,8 @@ Structured logs: every line on stdout is one JSON object.
 `log_config(level)` is the `logging.config.dictConfig` for Sanic's loggers and the gateway's
 own. Fields passed as `extra={...}` become top-level keys, so the access log line of a request
 is `{"time", "level", "logger", "message": "request", "request_id", "method", "path", "status",
-"duration_ms", "route", "model", "client_ip", "upstream_status"}`. Nothing here ever logs
+"duration_ms", "route", "model", "client_ip", "upstream_status", "error"}` (`error`: the code of
+the gateway's own error, if any, JSON or in-band). Nothing here ever logs
 headers or bodies: API keys and prompts stay out of the logs.
 """
 

@@ -103,8 +103,10 @@ def _chat_messages(data: dict[str, Any]) -> list[Any]:
         return messages
     if message is None:
         raise BadRequest("field 'message' is required", code="missing_field")
-    if not isinstance(message, str) or not message:
+    if not isinstance(message, str):
         raise _invalid("message", "a non-empty string", message)
+    if not message:
+        raise BadRequest("field 'message' must be a non-empty string, not an empty one", code="invalid_field")
     return [{"role": "user", "content": message}]
 
 

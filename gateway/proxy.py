@@ -134,6 +134,7 @@ class Proxy:
             request.ctx.upstream_status = relay.upstream_status
             request.ctx.streaming = relay.started
             if relay.error is not None:
+                request.ctx.error = relay.error.code
                 metrics.count_upstream_error(route.key, relay.error)
             elif relay.upstream_status is not None and relay.upstream_status >= 500:
                 metrics.count_upstream_error(route.key, relay.upstream_status)

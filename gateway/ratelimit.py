@@ -93,7 +93,9 @@ def _gcra(tat: float, now: float, interval: float, burst: int) -> tuple[float | 
     tat = max(tat, now)
     new_tat = tat + interval
     allow_at = new_tat - interval * burst
-    if now < allow_at:
+    # A nanosecond of slack: `now + interval - interval` can come out one rounding step above
+    # `now`, which refused the first request of a client with a budget of 1.
+    if now < allow_at - 1e-9:
         return None, Decision(False, burst, 0, allow_at - now, tat - now)
     remaining = int((now - allow_at) / interval + 1e-9)
     return new_tat, Decision(True, burst, remaining, 0.0, new_tat - now)

@@ -4,8 +4,11 @@ Which route serves a request.
 A route is a key (`MODEL_ROUTE_<KEY>`) and the base URLs of its replicas. The decision, in order:
 
 1. `model` missing: `DEFAULT_MODEL_NAME` stands in for it.
-2. `model` outside `ALLOWED_MODELS`: 403.
-3. `modelKey` (body) or `X-Model-Key` given: that route, or 404 if there is none.
+2. `model` outside `ALLOWED_MODELS`: 403; so is no model at all when `ALLOWED_MODELS` is set
+   (the upstream would pick one, unchecked).
+3. `modelKey` (body) or `X-Model-Key` given: that route, or 404 if there is none; 409 if the
+   request names a model that the route's cached `/models` list does not hold (a route that
+   cannot be listed gets the request, and answers for it).
 4. No model at all: `DEFAULT_MODEL_KEY` (or the only route), else 409.
 5. Otherwise the route is inferred from the cached upstream `/models` lists: exactly one route
    serves the model: that one; several: 409; none: 409, unless no route could be listed at
@@ -38,14 +41,20 @@ class Router:
 
     async def resolve(self, model_key: str | None, model: str | None) -> Route:
         """The route for a request naming `model_key` and/or `model` (either may be None)."""
+        named = model
         model = model or self._default_model
-        if model is not None and not self.is_allowed(model):
+        if model is None:
+            if self._allowed is not None:
+                raise ModelNotAllowed("this gateway serves only ALLOWED_MODELS: the request must name one in 'model'")
+        elif not self.is_allowed(model):
             raise ModelNotAllowed(f"model {model!r} is not in this gateway's ALLOWED_MODELS")
         if model_key is not None:
             route = self.routes.get(model_key)
             if route is None:
                 known = ", ".join(self.routes) or "none"
                 raise UnknownRouteKey(f"unknown modelKey {model_key!r}; configured keys: {known}")
+            if named is not None:
+                await self._check_serves(route, named)
             return route
         if not self.routes:
             raise UpstreamUnavailable(
@@ -58,6 +67,14 @@ class Router:
                 )
             return self._fallback
         return await self._infer(model)
+
+    async def _check_serves(self, route: Route, model: str) -> None:
+        listing = (await self.models.get_many([route.key]))[route.key]
+        if listing is not None and model not in listing.ids:
+            served = ", ".join(sorted(listing.ids)) or "none"
+            raise RoutingConflict(
+                f"model {model!r} is not served by route {route.key!r} (it serves: {served})", code="model_not_served"
+            )
 
     async def _infer(self, model: str) -> Route:
         lists = await self.models.get_many(self.routes)

@@ -124,17 +124,22 @@ def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 class _Reader:
-    """Typed look-ups over the merged environment, raising `SettingsError` with the name."""
+    """Typed look-ups over the environment, then `.env`, raising `SettingsError` with the name."""
 
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self.values = values
+    def __init__(self, *layers: Mapping[str, str]) -> None:
+        self.layers = layers  # the first wins
 
     def raw(self, *names: str) -> tuple[str, str] | None:
-        """The first of `names` that is set to a non-empty value, with that name."""
-        for name in names:
-            value = self.values.get(name, "").strip()
-            if value:
-                return name, value
+        """The first of `names` set to a non-empty value, with that name.
+
+        Layer by layer: a fallback name set in the environment (`PORT`, as a platform sets it)
+        beats the preferred name set in `.env` (`API_PORT=5050`, as copied from .env.example).
+        """
+        for layer in self.layers:
+            for name in names:
+                value = layer.get(name, "").strip()
+                if value:
+                    return name, value
         return None
 
     def get(self, names: str | tuple[str, ...], cast: Callable[[str], T], default: T, expected: str) -> T:
@@ -179,7 +184,11 @@ def _ranged(kind: Callable[[str], N], low: float, high: float) -> Callable[[str]
 
 def _base_url(name: str, value: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # not a number from 0 to 65535
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
         raise SettingsError(f"{name}={value!r}: expected an http:// or https:// URL such as http://127.0.0.1:8000/v1")
     return value.rstrip("/")
 
@@ -205,9 +214,10 @@ def load_settings(
     environ: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = ".env"
 ) -> Settings:
     """Build the settings from `environ` (default: `os.environ`) over the `env_file` values."""
-    values: dict[str, str] = read_env_file(env_file) if env_file else {}
-    values.update(os.environ if environ is None else environ)
-    env = _Reader(values)
+    file_values = read_env_file(env_file) if env_file else {}
+    environment = os.environ if environ is None else environ
+    values = {**file_values, **environment}
+    env = _Reader(environment, file_values)
 
     def seconds(name: str, default: float, low: float = 0.001, high: float = 86400.0) -> float:
         return env.get(name, _ranged(float, low, high), default, f"a number of seconds from {low:g} to {high:g}")

@@ -217,6 +217,15 @@ def test_one_json_access_line_per_request_without_prompt_text(
         headers={"X-Request-ID": "log-test-2"},
     ) as r:
         r.read()
+    # Failures say why: a JSON error's code, and a stream's in-band one.
+    httpx.post(
+        f"{gateway.url}/v1/chat/completions", json=CHAT, headers={"X-Request-ID": "log-test-3", "X-Model-Key": "nope"}
+    )
+    dropped = {**CHAT, "stream": True, "fake": {"drop_after": 2, "chunks": 6}}
+    with httpx.stream(
+        "POST", f"{gateway.url}/v1/chat/completions", json=dropped, headers={"X-Request-ID": "log-test-4"}
+    ) as r:
+        r.read()
 
     def access_lines() -> dict[str, dict]:
         lines = [orjson.loads(line) for line in gateway.output().splitlines() if line.startswith("{")]
@@ -224,13 +233,15 @@ def test_one_json_access_line_per_request_without_prompt_text(
 
     # A stream's line is written just after its last byte: give the worker a moment.
     deadline = time.monotonic() + 5
-    while "log-test-2" not in access_lines() and time.monotonic() < deadline:
+    while not {"log-test-2", "log-test-4"} <= access_lines().keys() and time.monotonic() < deadline:
         time.sleep(0.05)
     access = access_lines()
     for request_id in ("log-test-1", "log-test-2"):
         line = access[request_id]
-        assert line["status"] == 200 and line["upstream_status"] == 200
+        assert line["status"] == 200 and line["upstream_status"] == 200 and line["error"] is None
         assert line["method"] == "POST" and line["path"] == "/v1/chat/completions"
         assert line["route"] == "chat" and line["model"] == "tiny-llama"
         assert line["client_ip"] == "127.0.0.1" and line["duration_ms"] >= 0 and re.match(r"\d{4}-", line["time"])
+    assert (access["log-test-3"]["status"], access["log-test-3"]["error"]) == (404, "unknown_model_key")
+    assert (access["log-test-4"]["status"], access["log-test-4"]["error"]) == (200, "upstream_protocol_error")
     assert "secret prompt text" not in gateway.output()

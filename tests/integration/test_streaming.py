@@ -235,9 +235,25 @@ def sigterm_during_stream(gateway: Gateway, upstream: FakeVLLM, body: dict[str, 
 
 def test_sigterm_lets_a_running_stream_finish(start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM) -> None:
     gateway = start_gateway(MODEL_ROUTE_chat=chat_upstream.url, GRACEFUL_SHUTDOWN_SECONDS="10")
+    refused: list[bool] = []
+
+    def connect_during_the_shutdown() -> None:
+        # A new connection is refused at once, not left in the backlog until the gateway exits.
+        assert wait_until(lambda: "Received signal SIGTERM" in gateway.output(), timeout=5)
+        time.sleep(0.3)  # the workers close their copies of the listening socket as they stop
+        try:
+            socket.create_connection(("127.0.0.1", gateway.port), timeout=1).close()
+            refused.append(False)
+        except ConnectionRefusedError:
+            refused.append(True)
+
+    prober = threading.Thread(target=connect_during_the_shutdown)
+    prober.start()
     lines = sigterm_during_stream(gateway, chat_upstream, chat(chunks=10, chunk_interval=0.2), delay=0.3)
+    prober.join(timeout=10)
     data = [line for line in lines if line.startswith("data: ")]
     assert len(data) == 1 + 10 + 1 and data[-1] == "data: [DONE]"
+    assert refused == [True]
 
 
 def test_sigterm_ends_a_stream_longer_than_the_grace_period_in_band(

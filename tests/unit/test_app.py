@@ -122,10 +122,17 @@ async def test_v1_body_goes_upstream_byte_for_byte(make_app: Callable[..., Sanic
 
 async def test_x_model_key_header_routes_v1_requests(make_app: Callable[..., Sanic], upstream: respx.Router) -> None:
     route = upstream.post(f"{UPSTREAM_B}/completions").respond(json={"object": "text_completion"})
+    app = make_app()
     response = await call(
-        make_app(), "post", "/v1/completions", json={"model": "whatever", "prompt": "x"}, headers={"X-Model-Key": "b"}
+        app, "post", "/v1/completions", json={"model": "embed", "prompt": "x"}, headers={"X-Model-Key": "b"}
     )
     assert response.status == 200 and route.called
+    # A model that route does not list: 409, and nothing is sent upstream.
+    response = await call(
+        app, "post", "/v1/completions", json={"model": "tiny", "prompt": "x"}, headers={"X-Model-Key": "b"}
+    )
+    assert response.status == 409 and response.json["error"]["code"] == "model_not_served"
+    assert route.call_count == 1
 
 
 async def test_upstream_error_status_and_body_are_relayed(

@@ -46,6 +46,7 @@ def test_chat_model_key_header_is_used_when_the_body_has_none() -> None:
     [
         (b'{"model": "m"}', "'message' is required"),
         (b'{"message": 5}', "'message' must be a non-empty string, not a number"),
+        (b'{"message": ""}', "'message' must be a non-empty string, not an empty one"),
         (b'{"message": "x", "temperature": "hot"}', "'temperature' must be a number, not a string"),
         (b'{"message": "x", "temperature": true}', "'temperature' must be a number, not a boolean"),
         (b'{"message": "x", "max_tokens": 1.5}', "'max_tokens' must be an integer, not a number"),

@@ -96,3 +96,11 @@ async def test_a_redis_outage_does_not_hand_out_a_fresh_budget(monkeypatch: pyte
         assert [decision.allowed for decision in during] == [True, False, False]
         assert during[0].remaining == 0
     await store.aclose()
+
+
+def test_a_budget_of_one_allows_the_first_request_whatever_the_clock_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1988.339522512152 + 60 - 60 rounds to one step above it: the first request was refused.
+    monkeypatch.setattr("gateway.ratelimit.time.monotonic", lambda: 1988.339522512152)
+    assert 1988.339522512152 + 60.0 - 60.0 > 1988.339522512152
+    decision = LocalLimiter(1).hit_now("first")
+    assert decision.allowed and decision.remaining == 0

@@ -36,10 +36,27 @@ async def _never_up(url: str) -> bool:
 ROUTES = {"MODEL_ROUTE_a": "http://127.0.0.1:1/v1", "MODEL_ROUTE_b": "http://127.0.0.1:2/v1"}
 
 
-async def test_explicit_key_wins_without_asking_upstream(settings_from: Callable[..., Settings]) -> None:
-    router, calls = router_for(settings_from(**ROUTES), {})
-    assert (await router.resolve("b", "anything")).key == "b"
+async def test_explicit_key_without_a_model_asks_no_upstream(settings_from: Callable[..., Settings]) -> None:
+    router, calls = router_for(settings_from(**ROUTES), {"a": listing("m1"), "b": listing("m2")})
+    assert (await router.resolve("b", None)).key == "b"
     assert calls == []
+
+
+async def test_explicit_key_must_serve_the_named_model(settings_from: Callable[..., Settings]) -> None:
+    router, calls = router_for(settings_from(**ROUTES), {"a": listing("m1"), "b": listing("m2", "m2-lora")})
+    assert (await router.resolve("b", "m2-lora")).key == "b"
+    with pytest.raises(RoutingConflict, match="'m1' is not served by route 'b' \\(it serves: m2, m2-lora\\)") as caught:
+        await router.resolve("b", "m1")
+    assert caught.value.code == "model_not_served" and caught.value.status == 409
+    assert calls == ["b"]  # one listing, cached
+
+
+async def test_explicit_key_whose_route_cannot_be_listed_gets_the_request(
+    settings_from: Callable[..., Settings],
+) -> None:
+    router, calls = router_for(settings_from(**ROUTES), {"a": listing("m1"), "b": None})
+    assert (await router.resolve("b", "anything")).key == "b"  # the route itself answers for the model
+    assert calls == ["b"]
 
 
 async def test_unknown_key_is_404_naming_the_known_keys(settings_from: Callable[..., Settings]) -> None:
@@ -93,6 +110,17 @@ async def test_allowed_models_is_403_even_with_an_explicit_key(settings_from: Ca
     with pytest.raises(ModelNotAllowed, match="'m2'"):
         await router.resolve("a", "m2")
     assert (await router.resolve("a", "m1")).key == "a"
+
+
+async def test_with_allowed_models_a_request_must_name_a_model(settings_from: Callable[..., Settings]) -> None:
+    # Else the upstream would serve its own model, which the allowlist never saw.
+    router, _ = router_for(settings_from(**ROUTES, ALLOWED_MODELS="m1", DEFAULT_MODEL_KEY="a"), {})
+    with pytest.raises(ModelNotAllowed, match="must name one"):
+        await router.resolve("a", None)
+    with pytest.raises(ModelNotAllowed, match="must name one"):
+        await router.resolve(None, None)
+    router, _ = router_for(settings_from(**ROUTES, ALLOWED_MODELS="m1", DEFAULT_MODEL_NAME="m1"), {"a": listing("m1")})
+    assert (await router.resolve("a", None)).key == "a"  # DEFAULT_MODEL_NAME names it
 
 
 async def test_no_routes_at_all_is_502_saying_what_to_set(settings_from: Callable[..., Settings]) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,8 @@ def test_csv_values() -> None:
         ({"READ_TIMEOUT_SECONDS": "soon"}, "READ_TIMEOUT_SECONDS"),
         ({"USE_REDIS": "maybe"}, "USE_REDIS"),
         ({"MODEL_ROUTE_x": "localhost:8000/v1"}, "MODEL_ROUTE_x"),
+        ({"MODEL_ROUTE_x": "http://:8000/v1"}, "MODEL_ROUTE_x"),
+        ({"MODEL_ROUTE_x": "http://127.0.0.1:80000/v1"}, "MODEL_ROUTE_x"),
         ({"VLLM_BASE_URL": "127.0.0.1:8000"}, "VLLM_BASE_URL"),
         ({"MODEL_ROUTE_x": "http://a/v1", "DEFAULT_MODEL_KEY": "y"}, "DEFAULT_MODEL_KEY"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
@@ -93,6 +96,15 @@ def test_environment_wins_over_env_file(tmp_path: Path) -> None:
     assert settings.rate_limit_per_min == 5
 
 
+def test_a_platforms_port_in_the_environment_wins_over_api_port_in_env_file(tmp_path: Path) -> None:
+    # .env copied from .env.example says API_PORT=5050 and WORKERS=2; the platform sets PORT.
+    env_file = tmp_path / ".env"
+    env_file.write_text("API_PORT=5050\nWORKERS=2\n")
+    settings = load_settings({"PORT": "8080", "WEB_CONCURRENCY": "4"}, env_file=env_file)
+    assert (settings.api_port, settings.workers) == (8080, 4)
+    assert load_settings({}, env_file=env_file).api_port == 5050
+
+
 def test_malformed_env_file_line_is_reported(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("API_PORT 5050\n")
@@ -113,6 +125,28 @@ def test_bad_setting_stops_start_up_with_one_line_and_exit_code_2(tmp_path: Path
     assert result.stderr.strip().splitlines() == [
         "gateway: invalid configuration: API_PORT='fifty': expected an integer from 1 to 65535"
     ]
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "127.0.0.1"])
+def test_an_address_that_cannot_be_listened_on_is_one_line_and_exit_code_2(tmp_path: Path, host: str) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway"],
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "API_HOST": host, "API_PORT": str(port)},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        taken.close()
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot listen on API_HOST={host} API_PORT={port}: ")
 
 
 def test_env_example_lists_every_variable_and_loads() -> None:
