@@ -28,7 +28,7 @@ from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 from . import __version__, blueprints
 from . import metrics as metrics_module
 from .access import access_log, record_request
-from .blueprints.docs import PAGE_TEMPLATE as DOCS_PAGE_TEMPLATE
+from .blueprints.docs import UI_CONFIG as DOCS_UI_CONFIG
 from .client_ip import ClientIP, parse_networks
 from .cors import CorsPolicy
 from .errors import GatewayErrorHandler
@@ -128,14 +128,8 @@ def _configure(app: Sanic, settings: Settings) -> None:
         # CORS headers come from gateway/cors.py (sanic-ext's cost a tenth of a request's CPU);
         # sanic-ext still answers preflights with its automatic OPTIONS routes.
         CORS=False,
-        # One docs page, at /docs (and /docs/ui): Swagger UI from the gateway's own files
-        # (gateway/blueprints/docs.py), never from a CDN out of reach where the gateway runs.
-        OAS_UI_DEFAULT="redoc",
-        OAS_UI_REDOC=True,
-        OAS_URI_TO_REDOC="/ui",
-        OAS_PATH_TO_REDOC_HTML=str(DOCS_PAGE_TEMPLATE),
-        OAS_UI_REDOC_HTML_TITLE=f"vLLM gateway {__version__}",
-        OAS_UI_SWAGGER=False,
+        # The docs page: Swagger UI from the gateway's own files, never from a CDN.
+        **DOCS_UI_CONFIG,
         API_TITLE="vLLM gateway",
         API_DESCRIPTION="One stable, OpenAI-compatible API in front of several vLLM servers.",
         API_VERSION=__version__,

@@ -183,31 +183,26 @@ class GatewayErrorHandler(ErrorHandler):
             # The client hung up (Sanic's RequestCancelled): nobody will read this; no alarm.
             return _json_response(499, error_body("client closed the request", "client_closed", "client_closed"))
         if isinstance(exception, GatewayError):
-            _note_error(request, exception.code)
-            return _json_response(exception.status, exception.to_json(), exception.headers)
-        if isinstance(exception, SanicException):
+            status, code, body = exception.status, exception.code, exception.to_json()
+            headers: Mapping[str, Any] = exception.headers
+        elif isinstance(exception, SanicException):
             status = int(getattr(exception, "status_code", 500) or 500)
             type_, code = _SANIC_CODES.get(status, ("internal_error", "internal_error"))
-            headers: dict[str, Any] = dict(getattr(exception, "headers", None) or {})
             message = _sanic_message(exception, status)
             if status >= 500:
                 logger.error("server error: %s", message, exc_info=exception, extra=_request_id(request))
-            _note_error(request, code)
-            return _json_response(status, error_body(message, type_, code), headers)
-        logger.error(
-            "unhandled error on %s %s",
-            request.method,
-            request.path,
-            exc_info=(type(exception), exception, exception.__traceback__),
-        )
-        _note_error(request, "internal_error")
-        return _json_response(500, error_body("internal gateway error", "internal_error", "internal_error"))
-
-
-def _note_error(request: Request | None, code: str | int) -> None:
-    """The error's code, for the request's access log line (`error`)."""
-    if request is not None:
-        request.ctx.error = code
+            body, headers = error_body(message, type_, code), getattr(exception, "headers", None) or {}
+        else:
+            logger.error(
+                "unhandled error on %s %s",
+                request.method,
+                request.path,
+                exc_info=(type(exception), exception, exception.__traceback__),
+            )
+            status, code, headers = 500, "internal_error", {}
+            body = error_body("internal gateway error", "internal_error", code)
+        request.ctx.error = code  # for the request's access log line
+        return _json_response(status, body, headers)
 
 
 def _request_id(request: Request) -> dict[str, str | None]:

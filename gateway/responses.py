@@ -9,10 +9,7 @@ holds one is rewritten. What goes on the wire is the same as with Sanic's own re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from sanic import HTTPResponse
-from sanic.helpers import has_message_body
 from sanic.response.types import HEADER_TRANSLATION_TABLE
 
 __all__ = ["Response", "safe_header_text"]
@@ -26,15 +23,12 @@ def safe_header_text(text: str) -> str:
 
 
 class Response(HTTPResponse):
-    """A complete response (`body` set at once) or, through `request.respond(response)`, a stream."""
+    """A complete response (`body` set at once) or, through `request.respond(response)`, a stream.
+
+    Sanic's `processed_headers` calls `_sanitize_header_value` on every header name and value;
+    only that step is replaced.
+    """
 
     __slots__ = ()
 
-    @property
-    def processed_headers(self) -> Iterator[tuple[bytes, bytes]]:
-        if has_message_body(self.status):
-            self.headers.setdefault("content-type", self.content_type)
-        return (
-            (safe_header_text(name).encode("ascii"), safe_header_text(f"{value}").encode(errors="surrogateescape"))
-            for name, value in self.headers.items()
-        )
+    _sanitize_header_value = staticmethod(safe_header_text)

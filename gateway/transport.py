@@ -32,7 +32,7 @@ from typing import Any
 import httptools
 import httpx
 
-__all__ = ["FastTransport"]
+__all__ = ["FastTransport", "headers_from_triples"]
 
 # Above this many unread body bytes, the socket stops being read until the consumer catches up.
 READ_HIGH_WATER = 256 * 1024
@@ -60,9 +60,7 @@ def _fast_headers_work() -> bool:
     """
     raw = [(b"Content-Type", b"text/plain"), (b"X-Dup", b"1"), (b"x-dup", b"\xc3\xa9")]
     try:
-        fast = httpx.Headers.__new__(httpx.Headers)
-        fast._list = [(name, name.lower(), value) for name, value in raw]  # type: ignore[attr-defined]
-        fast._encoding = None  # type: ignore[attr-defined]
+        fast = headers_from_triples([(name, name.lower(), value) for name, value in raw])
         slow = httpx.Headers(raw)
         copied = httpx.Response(200, headers=fast, stream=httpx.AsyncByteStream()).headers
         return (
@@ -75,8 +73,22 @@ def _fast_headers_work() -> bool:
         return False
 
 
-_FAST_HEADERS = _fast_headers_work()
 _new_headers = httpx.Headers.__new__
+
+
+def headers_from_triples(items: list[tuple[bytes, ...]]) -> httpx.Headers:
+    """An `httpx.Headers` over (name as sent, lower-cased name, value) triples, as they are.
+
+    httpx's own layout (0.28), without its normalisation of every header; valid only where that
+    layout is httpx's (`_fast_headers_work()`, or a check of the caller's own).
+    """
+    headers = _new_headers(httpx.Headers)
+    headers._list = items  # type: ignore[attr-defined]
+    headers._encoding = None  # type: ignore[attr-defined]
+    return headers
+
+
+_FAST_HEADERS = _fast_headers_work()
 
 
 def _preload_works() -> bool:
@@ -95,12 +107,7 @@ _PRELOAD_WORKS = _preload_works()
 
 def _response_headers(items: list[tuple[bytes, ...]]) -> Any:
     """What httpx.Response(headers=...) gets: a ready Headers, or the (name, value) pairs."""
-    if _FAST_HEADERS:
-        headers = _new_headers(httpx.Headers)
-        headers._list = items  # type: ignore[assignment]
-        headers._encoding = None
-        return headers
-    return items
+    return headers_from_triples(items) if _FAST_HEADERS else items
 
 
 def _expire(waiter: asyncio.Future[Any]) -> None:
@@ -504,7 +511,10 @@ class FastTransport(httpx.AsyncBaseTransport):
             chunks = conn.chunks
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             response = httpx.Response(
-                conn.status, headers=_response_headers(conn.headers), stream=httpx.ByteStream(body), extensions=extensions
+                conn.status,
+                headers=_response_headers(conn.headers),
+                stream=httpx.ByteStream(body),
+                extensions=extensions,
             )
             response._content = body
             self._release(conn)

@@ -20,15 +20,14 @@ import orjson
 from .errors import GatewayError, UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
 from .models_cache import ModelList
 from .settings import Settings
-from .transport import FastTransport
+from .transport import FastTransport, headers_from_triples
 
 __all__ = ["Upstream", "close_after_end", "close_response", "map_transport_error"]
 
 # Compressed upstream bodies would only cost a decompression before we relay them.
 _BASE_HEADERS = {"accept-encoding": "identity", "user-agent": "vllm-gateway"}
 _POST_HEADERS = [
-    (b"accept-encoding", b"identity"),
-    (b"user-agent", b"vllm-gateway"),
+    *((name.encode(), value.encode()) for name, value in _BASE_HEADERS.items()),
     (b"content-type", b"application/json"),
 ]
 _STREAM_HEADERS = [*_POST_HEADERS, (b"accept", b"text/event-stream")]
@@ -124,18 +123,17 @@ def _fast_post(
     extensions: dict[str, Any],
 ) -> httpx.Request:  # fmt: skip
     """What `_public_post` builds, without httpx's normalisation of every header on every request."""
-    built = _new_headers(httpx.Headers)
-    built._list = [  # type: ignore[attr-defined]
-        (b"Host", b"host", url.netloc),
-        *headers,
-        (b"x-request-id", b"x-request-id", request_id),
-        (b"Content-Length", b"content-length", b"%d" % len(body)),
-    ]
-    built._encoding = None  # type: ignore[attr-defined]
     request = _new_request(httpx.Request)
     request.method = "POST"
     request.url = url
-    request.headers = built
+    request.headers = headers_from_triples(
+        [
+            (b"Host", b"host", url.netloc),
+            *headers,
+            (b"x-request-id", b"x-request-id", request_id),
+            (b"Content-Length", b"content-length", b"%d" % len(body)),
+        ]
+    )
     request.extensions = extensions  # one dict for every request: nothing on the path writes to it
     request.stream = httpx.ByteStream(body)
     request._content = body  # type: ignore[attr-defined]
@@ -151,7 +149,8 @@ def _fast_post_works() -> bool:
         return (
             vars(fast).keys() == vars(public).keys()
             and vars(fast.headers).keys() == vars(public.headers).keys()
-            and (fast.method, fast.url, fast.extensions, fast.content) == (public.method, public.url, public.extensions, public.content)
+            and (fast.method, fast.url, fast.extensions, fast.content)
+            == (public.method, public.url, public.extensions, public.content)
             and fast.headers.raw == public.headers.raw
             and fast.headers.multi_items() == public.headers.multi_items()
             and type(fast.stream) is type(public.stream)
@@ -161,7 +160,6 @@ def _fast_post_works() -> bool:
         return False
 
 
-_new_headers = httpx.Headers.__new__
 _new_request = httpx.Request.__new__
 _build_post = _fast_post if _fast_post_works() else _public_post
 

@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -438,7 +439,8 @@ def run_wrk(url: str, body: bytes, seconds: int) -> dict[str, Any]:
 
 def run_client(url: str, body: bytes, seconds: int, connections: int = 64) -> dict[str, Any]:
     """What `run_wrk` measures, from an asyncio client in a forked process of its own (as wrk is)."""
-    port, path = int(url.split(":")[2].split("/")[0]), "/" + url.split("/", 3)[3]
+    parts = urllib.parse.urlsplit(url)
+    port, path = int(parts.port or 80), parts.path
     with multiprocessing.get_context("fork").Pool(1) as pool:
         return pool.apply(_client_load, (port, path, body, seconds, connections))  # type: ignore[no-any-return]
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import httpx
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_VLLM = ROOT / "scripts" / "fake_vllm.py"
@@ -137,6 +138,11 @@ class Gateway(Process):
         super().__init__(name, [sys.executable, "-m", "gateway"], full_env, cwd=self.workdir)
         self.wait_http(f"{self.url}/health")
         self.wait_workers(workers)
+
+    def access_lines(self) -> dict[str, dict[str, Any]]:
+        """The access log lines written so far, by request id."""
+        lines = (orjson.loads(line) for line in self.output().splitlines() if line.startswith("{"))
+        return {line["request_id"]: line for line in lines if line.get("message") == "request"}
 
     def wait_workers(self, workers: int) -> None:
         """Sanic answers as soon as one worker is ready; wait for all of them to say so."""

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import httpx
-import orjson
 import pytest
 
 from tests.procs import FakeVLLM, Gateway, RedisServer
@@ -227,15 +226,11 @@ def test_one_json_access_line_per_request_without_prompt_text(
     ) as r:
         r.read()
 
-    def access_lines() -> dict[str, dict]:
-        lines = [orjson.loads(line) for line in gateway.output().splitlines() if line.startswith("{")]
-        return {line["request_id"]: line for line in lines if line.get("message") == "request"}
-
     # A stream's line is written just after its last byte: give the worker a moment.
     deadline = time.monotonic() + 5
-    while not {"log-test-2", "log-test-4"} <= access_lines().keys() and time.monotonic() < deadline:
+    while not {"log-test-2", "log-test-4"} <= gateway.access_lines().keys() and time.monotonic() < deadline:
         time.sleep(0.05)
-    access = access_lines()
+    access = gateway.access_lines()
     for request_id in ("log-test-1", "log-test-2"):
         line = access[request_id]
         assert line["status"] == 200 and line["upstream_status"] == 200 and line["error"] is None

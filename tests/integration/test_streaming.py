@@ -51,14 +51,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     return predicate()
 
 
-def access_line(gateway: Gateway, request_id: str) -> dict[str, Any] | None:
-    """The access log line of the request with this X-Request-ID, once it is written."""
-    for line in gateway.output().splitlines():
-        if request_id in line and '"message":"request"' in line:
-            return orjson.loads(line)
-    return None
-
-
 @pytest.fixture(scope="module")
 def gateway(chat_upstream: FakeVLLM) -> Iterator[Gateway]:
     gateway = Gateway({"MODEL_ROUTE_chat": chat_upstream.url, "SSE_HEARTBEAT_SECONDS": "1"})
@@ -121,8 +113,8 @@ def test_finished_streams_give_their_upstream_connection_back(gateway: Gateway, 
     assert stats["aborted"] == 0
     assert stats["connections"] <= 2, f"{stats['connections']} upstream connections for 10 streams over 2 workers"
     # They had the whole stream: complete requests, logged as 200 (not as cut short).
-    assert wait_until(lambda: access_line(gateway, "finished-10") is not None, timeout=2.0)
-    assert [access_line(gateway, f"finished-{done}")["status"] for done in range(1, 11)] == [200] * 10  # type: ignore[index]
+    assert wait_until(lambda: "finished-10" in gateway.access_lines(), timeout=2.0)
+    assert [gateway.access_lines()[f"finished-{done}"]["status"] for done in range(1, 11)] == [200] * 10
 
 
 def test_client_hang_up_closes_the_upstream_stream(gateway: Gateway, chat_upstream: FakeVLLM) -> None:
@@ -138,8 +130,8 @@ def test_client_hang_up_closes_the_upstream_stream(gateway: Gateway, chat_upstre
     assert wait_until(lambda: chat_upstream.stats()["aborted"] == 1, timeout=1.0)
     assert chat_upstream.stats()["last_abort_at"] - closed_at < 1.0
     # Logged as cut short by its client (nginx's 499), not as a complete 200.
-    assert wait_until(lambda: access_line(gateway, "hang-up-mid-stream") is not None, timeout=2.0)
-    assert access_line(gateway, "hang-up-mid-stream")["status"] == 499  # type: ignore[index]
+    assert wait_until(lambda: "hang-up-mid-stream" in gateway.access_lines(), timeout=2.0)
+    assert gateway.access_lines()["hang-up-mid-stream"]["status"] == 499
 
 
 def test_abandoned_non_streaming_request_closes_the_upstream(gateway: Gateway, chat_upstream: FakeVLLM) -> None:
