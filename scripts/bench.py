@@ -42,6 +42,7 @@ import functools
 import json
 import multiprocessing
 import os
+import platform
 import re
 import resource
 import shutil
@@ -600,7 +601,8 @@ def machine(ref: str | None) -> dict[str, Any]:
     vllm = [f"{pid}" for pid in os.listdir("/proc") if pid.isdigit() and _is_vllm(pid)]
     return {"nproc": os.cpu_count(), "cpu": cpu.group(1) if cpu else "?", "kernel": os.uname().release,
             "commit": commit, "gateway_dirty": bool(dirty.stdout.strip()), "vllm_pids": vllm,
-            "loadavg": Path("/proc/loadavg").read_text().split()[:3], "when": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+            "loadavg": Path("/proc/loadavg").read_text().split()[:3], "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "python": f"{platform.python_version()} ({os.path.realpath(sys.executable)})"}  # fmt: skip
 
 
 def _is_vllm(pid: str) -> bool:
@@ -661,6 +663,7 @@ def main() -> None:
     info = machine(args.ref)
     print(f"machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}, load {' '.join(info['loadavg'])}")
     print(f"commit: {info['commit']}" + (" (gateway/ has uncommitted changes)" if info["gateway_dirty"] else ""))
+    print(f"python: {info['python']}, for the fake and the gateway")
     if info["vllm_pids"]:
         print(f"WARNING: vLLM servers are running (pids {', '.join(info['vllm_pids'])}): figures are disturbed")
     fake = gateway = None
@@ -693,7 +696,7 @@ def main() -> None:
         print(f"WARNING: errors in the server logs: {info['gateway_log_errors']} (gateway), "
               f"{info['fake-vllm_log_errors']} (fake)")  # fmt: skip
     extra = f", gateway env {args.gateway_env}" if args.gateway_env else ""
-    print(f"\n{info['nproc']} CPUs ({info['cpu']}), commit {info['commit'][:12]}"
+    print(f"\n{info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, commit {info['commit'][:12]}"
           f"{' + uncommitted gateway/ changes' if info['gateway_dirty'] else ''}, {args.workers} workers, "
           f"access log {'off' if args.quiet_logs else 'on'}, load: {args.load}{extra}"
           f"{', vLLM running' if info['vllm_pids'] else ''}{', quick' if args.quick else ''}\n")  # fmt: skip
