@@ -53,7 +53,7 @@ print(os.path.realpath(sys.executable), time.perf_counter() - start, sys.version
 
 def measure(candidate: str) -> tuple[str, float, str] | None:
     try:
-        done = subprocess.run([candidate, "-c", PROBE], capture_output=True, text=True, timeout=TIMEOUT_S)
+        done = subprocess.run([candidate, "-c", PROBE], check=False, capture_output=True, text=True, timeout=TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if done.returncode != 0:
@@ -79,7 +79,13 @@ def main(candidates: list[str]) -> int:
     if not order:
         return 1
     fastest = min(best.values())
-    ranked = sorted(order, key=lambda exe: (1, best[exe]) if best[exe] > fastest * (1 + SAME_SPEED) else (0, order.index(exe)))
+
+    def rank(executable: str) -> tuple[int, float]:
+        if best[executable] <= fastest * (1 + SAME_SPEED):
+            return 0, order.index(executable)  # as fast as the fastest: the caller's order
+        return 1, best[executable]
+
+    ranked = sorted(order, key=rank)
     for executable in ranked:
         print(executable)
     summary = ", ".join(f"{exe} ({versions[exe]}): {best[exe] * 1000:.0f} ms" for exe in ranked)
