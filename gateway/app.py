@@ -14,6 +14,7 @@ process, never per request. Where things live:
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import re
 import sys
@@ -41,7 +42,7 @@ from .ratelimit import LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_s
 from .redis_store import RedisStore, connect_redis
 from .replicas import Route
 from .routing import Router
-from .server import freeze_startup_heap, shield_worker_manager_from_signals
+from .server import freeze_startup_heap, shield_worker_manager_from_signals, stop_on_signals
 from .settings import Settings, SettingsError, load_settings
 from .upstream import Upstream
 
@@ -226,6 +227,7 @@ async def _start_services(app: Sanic) -> None:
 
 
 async def _worker_ready(app: Sanic) -> None:
+    stop_on_signals(asyncio.get_running_loop(), functools.partial(app.stop, terminate=False))
     freeze_startup_heap()
 
 

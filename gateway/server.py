@@ -5,6 +5,7 @@ worker manager, and what each worker does once it is ready.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import resource
@@ -19,6 +20,7 @@ __all__ = [
     "raise_open_file_limit",
     "shield_worker_manager_from_signals",
     "stop_listening_at_shutdown",
+    "stop_on_signals",
 ]
 
 # Every open stream holds two sockets (client and upstream); 10,000 streams need room.
@@ -28,6 +30,10 @@ _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # allocates a few hundred objects and frees nearly all of them by reference counting, so the
 # default runs a collection every other request for nothing.
 GC_YOUNG_THRESHOLD = 10_000
+# After its start-up listeners (the last of which freezes the heap, tens of milliseconds), a worker
+# reports itself serving to the main process, a round trip through Sanic's state store, and only
+# then runs its loop for good: a stop signal noted before waits this long, to stop in that run.
+SERVING_AFTER_S = 0.25
 
 
 def raise_open_file_limit(wanted: int = WANTED_OPEN_FILES) -> None:
@@ -85,6 +91,56 @@ def stop_listening_at_shutdown(listener: socket.socket) -> None:
         stop(self)
 
     WorkerManager.shutdown = shutdown  # type: ignore[method-assign]
+
+
+def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], Any]) -> bool:
+    """Take SIGINT and SIGTERM over from Sanic in a worker whose start-up listeners are running.
+
+    Sanic registers its stop with `loop.add_signal_handler`, and uvloop hears a signal so
+    registered only while the loop runs. A worker runs its loop several times while it starts,
+    and a stop signal landing there went missing two ways: between two runs (uvloop only notes
+    it, and nothing reads the note afterwards), or in the last step of a start-up run (the stop
+    merges with that run's own end). The main process sends its SIGINT exactly then when a
+    SIGTERM comes right after start-up, and the worker served on while the main process waited
+    for it, for good.
+
+    Here the signal is noted whichever way it comes (through the loop, or a plain Python handler
+    while the loop is not running), and the worker stops once its serving run has begun:
+    `SERVING_AFTER_S` after this call, or at once when the signal comes later. Call it first in
+    an `after_server_start` listener. Where Sanic registered no stop of its own (sanic-testing),
+    nothing changes and the answer is False.
+    """
+    requested = serving = stopped = False
+
+    def stop_once() -> None:
+        nonlocal stopped
+        if requested and serving and not stopped:
+            stopped = True
+            stop()
+
+    def note() -> None:  # through the loop, in it
+        nonlocal requested
+        requested = True
+        stop_once()
+
+    def on_signal(signum: int, frame: Any) -> None:  # at any time, between two bytecodes
+        if not requested and not loop.is_closed():
+            loop.call_soon_threadsafe(note)
+
+    def start_serving() -> None:
+        nonlocal serving
+        serving = True
+        stop_once()
+
+    taken = [signum for signum in _STOP_SIGNALS if loop.remove_signal_handler(signum)]
+    for signum in taken:
+        # Replaced, not removed: a signal already in the loop's queue comes to `note`.
+        loop.add_signal_handler(signum, note)
+        signal.signal(signum, on_signal)
+    if not taken:
+        return False
+    loop.call_later(SERVING_AFTER_S, start_serving)
+    return True
 
 
 def freeze_startup_heap() -> None:

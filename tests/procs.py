@@ -117,9 +117,14 @@ class FakeVLLM(Process):
 
 
 class Gateway(Process):
-    """`python -m gateway` with the given settings, on a free port, once `/health` answers."""
+    """`python -m gateway` with the given settings, on a free port, once `/health` answers.
 
-    def __init__(self, env: Mapping[str, str], workers: int = 2, name: str = "gateway") -> None:
+    With `all_ready`, also once every worker has said it is ready (one answers `/health` first).
+    """
+
+    def __init__(
+        self, env: Mapping[str, str], workers: int = 2, name: str = "gateway", all_ready: bool = True
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {
@@ -137,7 +142,8 @@ class Gateway(Process):
         full_env["PYTHONPATH"] = str(ROOT)
         super().__init__(name, [sys.executable, "-m", "gateway"], full_env, cwd=self.workdir)
         self.wait_http(f"{self.url}/health")
-        self.wait_workers(workers)
+        if all_ready:
+            self.wait_workers(workers)
 
     def access_lines(self) -> dict[str, dict[str, Any]]:
         """The access log lines written so far, by request id."""
