@@ -21,7 +21,7 @@ import sys
 import time
 
 import orjson
-from sanic import HTTPResponse, Request, Sanic
+from sanic import HTTPResponse, Sanic
 from sanic_ext import Extend
 from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
@@ -41,6 +41,7 @@ from .proxy import Proxy
 from .ratelimit import LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_shared_table
 from .redis_store import RedisStore, connect_redis
 from .replicas import Route
+from .requests import Request
 from .routing import Router
 from .server import freeze_startup_heap, shield_worker_manager_from_signals, stop_on_signals
 from .settings import Settings, SettingsError, load_settings
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
         loads=orjson.loads,
         error_handler=GatewayErrorHandler(),
         log_config=log_config(settings.log_level),
+        request_class=Request,
     )
     app.ctx.settings = settings
     app.ctx.cors_policy = CorsPolicy(settings.allow_origins)

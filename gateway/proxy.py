@@ -24,6 +24,7 @@ from .responses import Response
 from .routing import Router
 from .settings import Settings
 from .sse import StreamRelay
+from .transport import content_type_of
 from .upstream import Upstream
 
 __all__ = ["Proxy"]
@@ -91,9 +92,7 @@ class Proxy:
             metrics.count_tokens(route.key, model_label, upstream.content)
         elif status >= 500:
             metrics.count_upstream_error(route.key, status)
-        return Response(
-            upstream.content, status=status, content_type=upstream.headers.get("content-type", "application/json")
-        )
+        return Response(upstream.content, status=status, content_type=content_type_of(upstream) or "application/json")
 
     async def stream(
         self, request: Request, endpoint: str, body: bytes, *, model_key: str | None, model: str | None

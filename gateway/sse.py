@@ -33,6 +33,7 @@ from sanic import HTTPResponse, Request
 
 from .errors import GatewayError, UpstreamError, UpstreamTimeout, error_body
 from .responses import Response
+from .transport import content_type_of
 from .upstream import close_after_end, close_response, map_transport_error
 
 __all__ = ["SSE_HEADERS", "StreamRelay"]
@@ -140,7 +141,7 @@ class StreamRelay:
                     early_start.cancel()
                 await self._settle_beat()
                 self.upstream_status = upstream.status_code
-                content_type = upstream.headers.get("content-type", "")
+                content_type = content_type_of(upstream) or ""
                 if upstream.status_code != 200 or not content_type.startswith("text/event-stream"):
                     body = await upstream.aread()
                     if not self.started:

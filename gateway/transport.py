@@ -32,7 +32,7 @@ from typing import Any
 import httptools
 import httpx
 
-__all__ = ["FastTransport", "headers_from_triples"]
+__all__ = ["FastTransport", "content_type_of", "headers_from_triples"]
 
 # Above this many unread body bytes, the socket stops being read until the consumer catches up.
 READ_HIGH_WATER = 256 * 1024
@@ -89,6 +89,20 @@ def headers_from_triples(items: list[tuple[bytes, ...]]) -> httpx.Headers:
 
 
 _FAST_HEADERS = _fast_headers_work()
+
+
+def content_type_of(response: httpx.Response) -> str | None:
+    """A response's (first) `Content-Type`, or None.
+
+    One scan of the header list: httpx's `headers.get` first decodes every name and value to
+    choose an encoding, then every value again, about 2.5 µs per response on the relay's path.
+    """
+    if not _FAST_HEADERS:  # pragma: no cover - another httpx
+        return response.headers.get("content-type")
+    for _, name, value in response.headers._list:  # type: ignore[attr-defined]
+        if name == b"content-type":
+            return value.decode("latin-1")
+    return None
 
 
 def _preload_works() -> bool:

@@ -20,7 +20,7 @@ import uvloop
 
 from gateway import transport as transport_module
 from gateway import upstream as upstream_module
-from gateway.transport import READ_HIGH_WATER, STALE_CHECK_AFTER, FastTransport
+from gateway.transport import READ_HIGH_WATER, STALE_CHECK_AFTER, FastTransport, content_type_of, headers_from_triples
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 BOUND = 5.0  # seconds: no wait of these tests may last longer
@@ -769,7 +769,9 @@ async def test_aclose_closes_every_connection() -> None:
 
 
 SCENARIOS = {
-    name: test for name, test in list(globals().items()) if name.startswith("test_") and inspect.iscoroutinefunction(test)
+    name: test
+    for name, test in list(globals().items())
+    if name.startswith("test_") and inspect.iscoroutinefunction(test)
 }
 
 
@@ -780,3 +782,14 @@ def test_every_scenario_on_uvloop(name: str) -> None:
             await SCENARIOS[name]()
 
     uvloop.run(bounded())
+
+
+def test_content_type_of_reads_the_header_as_httpx_would() -> None:
+    relayed = httpx.Response(
+        200, headers=headers_from_triples([(b"Content-Type", b"content-type", b"text/event-stream")])
+    )
+    plain = httpx.Response(200, headers={"content-type": "application/json; charset=utf-8", "x-other": "1"})
+
+    assert content_type_of(relayed) == "text/event-stream"
+    assert content_type_of(plain) == plain.headers["content-type"]
+    assert content_type_of(httpx.Response(204)) is None
