@@ -229,7 +229,9 @@ async def _start_services(app: Sanic) -> None:
 
 
 async def _worker_ready(app: Sanic) -> None:
-    stop_on_signals(asyncio.get_running_loop(), functools.partial(app.stop, terminate=False))
+    app.ctx.release_stop_signals = stop_on_signals(
+        asyncio.get_running_loop(), functools.partial(app.stop, terminate=False)
+    )
     freeze_startup_heap()
 
 
@@ -252,3 +254,6 @@ async def _stop_services(app: Sanic) -> None:
         await app.ctx.redis.aclose()
     access_log.write_after_each_loop_step(None)
     metrics_module.mark_worker_stopped()
+    release_stop_signals = getattr(app.ctx, "release_stop_signals", None)
+    if release_stop_signals is not None:
+        release_stop_signals()

@@ -93,7 +93,7 @@ def stop_listening_at_shutdown(listener: socket.socket) -> None:
     WorkerManager.shutdown = shutdown  # type: ignore[method-assign]
 
 
-def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], Any]) -> bool:
+def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], Any]) -> Callable[[], None] | None:
     """Take SIGINT and SIGTERM over from Sanic in a worker whose start-up listeners are running.
 
     Sanic registers its stop with `loop.add_signal_handler`, and uvloop hears a signal so
@@ -107,8 +107,9 @@ def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], Any]) ->
     Here the signal is noted whichever way it comes (through the loop, or a plain Python handler
     while the loop is not running), and the worker stops once its serving run has begun:
     `SERVING_AFTER_S` after this call, or at once when the signal comes later. Call it first in
-    an `after_server_start` listener. Where Sanic registered no stop of its own (sanic-testing),
-    nothing changes and the answer is False.
+    an `after_server_start` listener, and what it returns once the worker has stopped serving:
+    that gives the signals back to Python's own handlers (a test process is then interruptible
+    again). Where Sanic registered no stop of its own, nothing changes and the answer is None.
     """
     requested = serving = stopped = False
 
@@ -138,9 +139,14 @@ def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], Any]) ->
         loop.add_signal_handler(signum, note)
         signal.signal(signum, on_signal)
     if not taken:
-        return False
+        return None
     loop.call_later(SERVING_AFTER_S, start_serving)
-    return True
+
+    def release() -> None:
+        for signum in taken:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+    return release
 
 
 def freeze_startup_heap() -> None:

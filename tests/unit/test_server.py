@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import uvloop
+from sanic import Sanic
 
 from gateway import server
 
@@ -36,14 +37,16 @@ def run(loop: asyncio.AbstractEventLoop, seconds: float = 0.15) -> None:
     loop.run_until_complete(asyncio.sleep(seconds))
 
 
-def start_up(loop: asyncio.AbstractEventLoop, stops: list[str], signal_at_the_end: int | None = None) -> bool:
+def start_up(
+    loop: asyncio.AbstractEventLoop, stops: list[str], signal_at_the_end: int | None = None
+) -> Callable[[], None] | None:
     """A worker's last start-up run: the listener takes the signals over (and a signal may follow)."""
 
-    async def listener() -> bool:
-        taken = server.stop_on_signals(loop, lambda: stops.append("stop"))
+    async def listener() -> Callable[[], None] | None:
+        release = server.stop_on_signals(loop, lambda: stops.append("stop"))
         if signal_at_the_end is not None:
             os.kill(os.getpid(), signal_at_the_end)
-        return taken
+        return release
 
     return loop.run_until_complete(listener())
 
@@ -62,7 +65,7 @@ def test_uvloop_loses_a_signal_that_comes_between_two_runs(worker_loop) -> None:
 def test_a_signal_between_start_up_and_serving_stops_the_worker_once_it_serves(worker_loop) -> None:
     loop, sanic_stops = worker_loop
     stops: list[str] = []
-    assert start_up(loop, stops)
+    assert start_up(loop, stops) is not None
 
     os.kill(os.getpid(), signal.SIGTERM)  # while the worker reports itself serving
     assert stops == []
@@ -116,17 +119,40 @@ def test_a_signal_while_serving_stops_at_once_and_only_once(worker_loop) -> None
     assert stops == ["stop"]
 
 
+def test_once_stopped_the_signals_go_back_to_python_s_own_handlers(worker_loop) -> None:
+    loop, _ = worker_loop
+    release = start_up(loop, [])
+    assert release is not None
+    assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+
+    release()
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_without_sanic_s_own_stop_nothing_is_taken_over() -> None:
     loop = uvloop.new_event_loop()
     before = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
 
-    async def listener() -> bool:
+    async def listener() -> Callable[[], None] | None:
         return server.stop_on_signals(loop, lambda: None)
 
     try:
-        taken = loop.run_until_complete(listener())
+        release = loop.run_until_complete(listener())
     finally:
         loop.close()
 
-    assert taken is False
+    assert release is None
     assert {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} == before
+
+
+def test_a_served_app_gives_the_signals_back_when_it_stops(make_app: Callable[..., Sanic]) -> None:
+    """sanic-testing serves in the test process: Ctrl-C and SIGTERM must work on it afterwards."""
+    app = make_app()
+
+    _, response = app.test_client.get("/docs/openapi.json")
+
+    assert response.status == 200
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
