@@ -43,7 +43,7 @@ from .redis_store import RedisStore, connect_redis
 from .replicas import Route
 from .requests import Request
 from .routing import Router
-from .server import freeze_startup_heap, shield_worker_manager_from_signals, stop_on_signals
+from .server import StopSignals, freeze_startup_heap, shield_worker_manager_from_signals
 from .settings import Settings, SettingsError, load_settings
 from .upstream import Upstream
 
@@ -229,13 +229,18 @@ async def _start_services(app: Sanic) -> None:
 
 
 async def _worker_ready(app: Sanic) -> None:
-    app.ctx.release_stop_signals = stop_on_signals(
-        asyncio.get_running_loop(), functools.partial(app.stop, terminate=False)
+    signals = StopSignals(
+        asyncio.get_running_loop(), functools.partial(app.stop, terminate=False), lambda: app.state.is_running
     )
+    if signals.take_over():
+        app.ctx.stop_signals = signals
     freeze_startup_heap()
 
 
 async def _drain_streams(app: Sanic) -> None:
+    signals = getattr(app.ctx, "stop_signals", None)
+    if signals is not None:
+        signals.shutting_down()
     # Sanic lets in-flight requests run for GRACEFUL_SHUTDOWN_TIMEOUT, then aborts their
     # connections. Streams still open just before that end with an in-band error instead.
     grace = app.ctx.settings.graceful_shutdown_seconds
@@ -244,16 +249,18 @@ async def _drain_streams(app: Sanic) -> None:
 
 async def _stop_services(app: Sanic) -> None:
     # after_server_stop: in-flight handlers have finished or been cancelled by now.
-    deadline = getattr(app.ctx, "stream_deadline", None)
-    if deadline is not None:
-        deadline.cancel()
-    for route in app.ctx.routes.values():
-        route.close()
-    await app.ctx.upstream.aclose()
-    if app.ctx.redis is not None:
-        await app.ctx.redis.aclose()
-    access_log.write_after_each_loop_step(None)
-    metrics_module.mark_worker_stopped()
-    release_stop_signals = getattr(app.ctx, "release_stop_signals", None)
-    if release_stop_signals is not None:
-        release_stop_signals()
+    try:
+        deadline = getattr(app.ctx, "stream_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+        for route in app.ctx.routes.values():
+            route.close()
+        await app.ctx.upstream.aclose()
+        if app.ctx.redis is not None:
+            await app.ctx.redis.aclose()
+        access_log.write_after_each_loop_step(None)
+        metrics_module.mark_worker_stopped()
+    finally:
+        signals = getattr(app.ctx, "stop_signals", None)
+        if signals is not None:
+            signals.release()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import os
 import resource
 import signal
 import socket
@@ -16,11 +17,11 @@ from typing import Any, Callable
 from sanic.worker.manager import WorkerManager
 
 __all__ = [
+    "StopSignals",
     "freeze_startup_heap",
     "raise_open_file_limit",
     "shield_worker_manager_from_signals",
     "stop_listening_at_shutdown",
-    "stop_on_signals",
 ]
 
 # Every open stream holds two sockets (client and upstream); 10,000 streams need room.
@@ -30,10 +31,8 @@ _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # allocates a few hundred objects and frees nearly all of them by reference counting, so the
 # default runs a collection every other request for nothing.
 GC_YOUNG_THRESHOLD = 10_000
-# After its start-up listeners (the last of which freezes the heap, tens of milliseconds), a worker
-# reports itself serving to the main process, a round trip through Sanic's state store, and only
-# then runs its loop for good: a stop signal noted before waits this long, to stop in that run.
-SERVING_AFTER_S = 0.25
+# How often a worker that got a stop signal while starting looks again whether it serves yet.
+SERVING_RECHECK_S = 0.05
 
 
 def raise_open_file_limit(wanted: int = WANTED_OPEN_FILES) -> None:
@@ -93,60 +92,72 @@ def stop_listening_at_shutdown(listener: socket.socket) -> None:
     WorkerManager.shutdown = shutdown  # type: ignore[method-assign]
 
 
-def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], Any]) -> Callable[[], None] | None:
-    """Take SIGINT and SIGTERM over from Sanic in a worker whose start-up listeners are running.
+class StopSignals:
+    """SIGINT and SIGTERM for a worker, taken over from Sanic once its start-up listeners run.
 
     Sanic registers its stop with `loop.add_signal_handler`, and uvloop hears a signal so
     registered only while the loop runs. A worker runs its loop several times while it starts,
     and a stop signal landing there went missing two ways: between two runs (uvloop only notes
     it, and nothing reads the note afterwards), or in the last step of a start-up run (the stop
     merges with that run's own end). The main process sends its SIGINT exactly then when a
-    SIGTERM comes right after start-up, and the worker served on while the main process waited
-    for it, for good.
+    SIGTERM comes right after start-up: the worker served on, and the main process waited for it.
 
-    Here the signal is noted whichever way it comes (through the loop, or a plain Python handler
-    while the loop is not running), and the worker stops once its serving run has begun:
-    `SERVING_AFTER_S` after this call, or at once when the signal comes later. Call it first in
-    an `after_server_start` listener, and what it returns once the worker has stopped serving:
-    that gives the signals back to Python's own handlers (a test process is then interruptible
-    again). Where Sanic registered no stop of its own, nothing changes and the answer is None.
+    Here a signal is noted whichever way it comes (through the loop, or a plain Python handler
+    while the loop is not running), and the worker stops once it serves: at once, or as soon as
+    `serving()` says so (Sanic sets `app.state.is_running` right before the serving run).
     """
-    requested = serving = stopped = False
 
-    def stop_once() -> None:
-        nonlocal stopped
-        if requested and serving and not stopped:
-            stopped = True
-            stop()
+    def __init__(self, loop: asyncio.AbstractEventLoop, stop: Callable[[], Any], serving: Callable[[], bool]) -> None:
+        self._loop = loop
+        self._stop = stop
+        self._serving = serving
+        self._taken: list[int] = []
+        self._requested = False
+        self._stopped = False
 
-    def note() -> None:  # through the loop, in it
-        nonlocal requested
-        requested = True
-        stop_once()
+    def take_over(self) -> bool:
+        """Replace Sanic's stop registrations (first thing in `after_server_start`); False where
+        Sanic registered none."""
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)  # no moment without a handler
+        try:
+            self._taken = [signum for signum in _STOP_SIGNALS if self._loop.remove_signal_handler(signum)]
+            for signum in self._taken:
+                # Replaced, not only removed: a signal the loop has not read yet comes to `_note`.
+                self._loop.add_signal_handler(signum, self._note)
+                signal.signal(signum, self._on_signal)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        return bool(self._taken)
 
-    def on_signal(signum: int, frame: Any) -> None:  # at any time, between two bytecodes
-        if not requested and not loop.is_closed():
-            loop.call_soon_threadsafe(note)
+    def shutting_down(self) -> None:
+        """The worker is stopping (`before_server_stop`): a signal from now on changes nothing."""
+        self._stopped = True
 
-    def start_serving() -> None:
-        nonlocal serving
-        serving = True
-        stop_once()
-
-    taken = [signum for signum in _STOP_SIGNALS if loop.remove_signal_handler(signum)]
-    for signum in taken:
-        # Replaced, not removed: a signal already in the loop's queue comes to `note`.
-        loop.add_signal_handler(signum, note)
-        signal.signal(signum, on_signal)
-    if not taken:
-        return None
-    loop.call_later(SERVING_AFTER_S, start_serving)
-
-    def release() -> None:
-        for signum in taken:
+    def release(self) -> None:
+        """Python's own handlers again (`after_server_stop`), where the process lives on after the
+        server: a single-process run, a test. A worker of Sanic's manager exits right after and
+        keeps ignoring a second signal, as it did under Sanic."""
+        if os.environ.get("SANIC_WORKER_NAME"):
+            return
+        for signum in self._taken:
             signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
-    return release
+    def _on_signal(self, signum: int, frame: Any) -> None:  # at any time, between two bytecodes
+        if not self._requested and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._note)
+
+    def _note(self) -> None:  # in the loop
+        self._requested = True
+        self._stop_once()
+
+    def _stop_once(self) -> None:
+        if self._stopped:
+            return
+        if not self._serving():  # still starting: a stop now would merge with a start-up run's end
+            self._loop.call_later(SERVING_RECHECK_S, self._stop_once)
+            return
+        self._stopped = True
+        self._stop()
 
 
 def freeze_startup_heap() -> None:

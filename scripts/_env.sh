@@ -32,26 +32,34 @@ find_pythons() {
   echo "$ranked"
 }
 
+# `python -m venv "$VENV"`, leaving nothing behind when it fails.
+make_venv() {
+  "$1" -m venv "$VENV" 2>/dev/null && return 0
+  rm -rf "$VENV"
+  return 1
+}
+
 ensure_venv() {
   local requirements="$1" pythons=() python stamp wanted
   if [ ! -x "$VENV/bin/python" ]; then
     mapfile -t pythons < <(find_pythons)
     [ "${#pythons[@]}" -gt 0 ] || exit 1 # find_pythons said why
+    # Debian and Ubuntu ship venv apart from Python: installed for the fastest interpreter when
+    # it is theirs, rather than falling back to a slower one.
+    if ! make_venv "${pythons[0]}" && [[ ${pythons[0]} == /usr/bin/* ]] &&
+      [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "installing python3-venv ..."
+      apt-get update -qq >/dev/null && apt-get install -y -qq python3-venv >/dev/null || true
+    fi
     for python in "${pythons[@]}"; do
-      "$python" -m venv "$VENV" 2>/dev/null && break
-      rm -rf "$VENV"
+      [ -x "$VENV/bin/python" ] || make_venv "$python" || continue
+      [ "$python" = "${pythons[0]}" ] ||
+        echo "note: '${pythons[0]} -m venv' failed (its python3-venv package is missing?); using $python" >&2
+      break
     done
     if [ ! -x "$VENV/bin/python" ]; then
-      python="${pythons[0]}"
-      # Debian and Ubuntu ship venv separately.
-      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing python3-venv ..."
-        apt-get update -qq >/dev/null && apt-get install -y -qq python3-venv >/dev/null
-        "$python" -m venv "$VENV"
-      else
-        echo "error: '$python -m venv' failed; install your distribution's python3-venv package" >&2
-        exit 1
-      fi
+      echo "error: '${pythons[0]} -m venv' failed; install your distribution's python3-venv package" >&2
+      exit 1
     fi
     echo "created $VENV with $python ($("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])'))"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true

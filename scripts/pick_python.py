@@ -3,8 +3,10 @@ Rank the Python interpreters given on the command line by how fast they run Pyth
 
     python3 scripts/pick_python.py python3.13 python3.12 /usr/bin/python3.11 ...
 
-Prints the usable ones (3.11 or newer) as real paths, each once, fastest first, one per line;
-a summary goes to standard error. Used by scripts/_env.sh to choose the interpreter behind .venv.
+Prints the usable ones (3.11 or newer), each interpreter once under the first name it was given,
+fastest first, one per line; a summary goes to standard error. Used by scripts/_env.sh to choose
+the interpreter behind .venv. The name as given is kept (not the file it resolves to): a venv made
+from `/usr/local/bin/python3.12` survives an upgrade that a versioned install folder would not.
 
 Why measure: builds of the same Python version differ by up to a fifth in speed. Distribution
 packages (Debian, Ubuntu, Fedora), python.org's installers and the official Docker images are
@@ -47,37 +49,38 @@ def run():
 run()
 start = time.perf_counter()
 run()
-print(os.path.realpath(sys.executable), time.perf_counter() - start, sys.version.split()[0])
+print(os.path.realpath(sys.executable), time.perf_counter() - start, sys.version.split()[0], sep="\n")
 """
 
 
 def measure(candidate: str) -> tuple[str, float, str] | None:
+    """(real executable, seconds, version) of one round on `candidate`; None if it is no usable Python."""
     try:
         done = subprocess.run([candidate, "-c", PROBE], check=False, capture_output=True, text=True, timeout=TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired):
+        if done.returncode != 0:
+            return None
+        executable, seconds, version = done.stdout.splitlines()[-3:]  # after anything a site hook printed
+        return executable, float(seconds), version
+    except (OSError, subprocess.TimeoutExpired, ValueError):
         return None
-    if done.returncode != 0:
-        return None
-    executable, seconds, version = done.stdout.split()
-    return executable, float(seconds), version
 
 
 def main(candidates: list[str]) -> int:
     best: dict[str, float] = {}  # real executable -> best round
-    order: list[str] = []  # real executables, in the caller's order of preference
+    names: dict[str, str] = {}  # real executable -> the first name it was given, in the caller's order
     versions: dict[str, str] = {}  # real executable -> its Python version
     for _ in range(ROUNDS):
-        for candidate in candidates if not order else order:  # after the first round: each once
+        for candidate in list(names.values()) or candidates:  # after the first round: each once
             result = measure(candidate)
             if result is None:
                 continue
             executable, seconds, version = result
-            if executable not in versions:
-                versions[executable] = version
-                order.append(executable)
+            names.setdefault(executable, candidate)
+            versions[executable] = version
             best[executable] = min(seconds, best.get(executable, seconds))
-    if not order:
+    if not names:
         return 1
+    order = list(names)
     fastest = min(best.values())
 
     def rank(executable: str) -> tuple[int, float]:
@@ -87,8 +90,8 @@ def main(candidates: list[str]) -> int:
 
     ranked = sorted(order, key=rank)
     for executable in ranked:
-        print(executable)
-    summary = ", ".join(f"{exe} ({versions[exe]}): {best[exe] * 1000:.0f} ms" for exe in ranked)
+        print(names[executable])
+    summary = ", ".join(f"{names[exe]} ({versions[exe]}): {best[exe] * 1000:.0f} ms" for exe in ranked)
     print(f"python interpreters, fastest first: {summary}", file=sys.stderr)
     return 0
 

@@ -31,9 +31,24 @@ def test_what_is_not_a_usable_python_is_left_out(tmp_path: Path) -> None:
     too_old = tmp_path / "python3.10"
     too_old.write_text("#!/bin/sh\nexit 3\n")  # what the probe's version check exits with
     too_old.chmod(0o755)
+    chatty = tmp_path / "python-chatty"
+    chatty.write_text("#!/bin/sh\necho hello\n")  # exits 0, prints no measurement
+    chatty.chmod(0o755)
 
     assert pick_python.measure(str(tmp_path / "missing")) is None
     assert pick_python.measure(str(too_old)) is None
+    assert pick_python.measure(str(chatty)) is None
+
+
+def test_what_a_site_hook_prints_first_is_skipped(tmp_path: Path) -> None:
+    wrapper = tmp_path / "dir with space" / "python3"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "site hook says hi"\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+
+    result = pick_python.measure(str(wrapper))
+
+    assert result is not None and result[2] == platform.python_version()
 
 
 @pytest.fixture
@@ -46,30 +61,31 @@ def timings(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[str, float, str]
 
 def test_the_fastest_comes_first_each_once(timings: dict, capsys: pytest.CaptureFixture[str]) -> None:
     timings.update({
-        "python3.12": ("/opt/pyenv/3.12/bin/python3.12", 0.080, "3.12.1"),
-        "python3.11": ("/usr/bin/python3.11", 0.036, "3.11.2"),
-        "python3": ("/usr/bin/python3.11", 0.040, "3.11.2"),  # the same executable under another name
-        "python3.13": None,  # not installed
-        "/opt/pyenv/3.12/bin/python3.12": ("/opt/pyenv/3.12/bin/python3.12", 0.082, "3.12.1"),
-        "/usr/bin/python3.11": ("/usr/bin/python3.11", 0.035, "3.11.2"),
+        "/opt/pyenv/shims/python3.12": ("/opt/pyenv/versions/3.12.1/bin/python3.12", 0.080, "3.12.1"),
+        "/usr/bin/python3.11": ("/usr/bin/python3.11", 0.036, "3.11.2"),
+        "/usr/bin/python3": ("/usr/bin/python3.11", 0.034, "3.11.2"),  # the same executable by another name
+        "/usr/bin/python3.13": None,  # not a usable Python
     })  # fmt: skip
 
-    assert pick_python.main(["python3.13", "python3.12", "python3.11", "python3"]) == 0
+    assert (
+        pick_python.main(
+            ["/usr/bin/python3.13", "/opt/pyenv/shims/python3.12", "/usr/bin/python3.11", "/usr/bin/python3"]
+        )
+        == 0
+    )
 
     out, err = capsys.readouterr()
-    assert out.split() == ["/usr/bin/python3.11", "/opt/pyenv/3.12/bin/python3.12"]
-    assert "/usr/bin/python3.11 (3.11.2): 35 ms" in err
+    assert out.split() == ["/usr/bin/python3.11", "/opt/pyenv/shims/python3.12"]  # named as given, first name wins
+    assert "/usr/bin/python3.11 (3.11.2): 34 ms" in err
 
 
 def test_interpreters_about_as_fast_keep_the_callers_order(timings: dict, capsys: pytest.CaptureFixture[str]) -> None:
     timings.update({
-        "python3.13": ("/usr/bin/python3.13", 0.0410, "3.13.0"),
-        "python3.11": ("/usr/bin/python3.11", 0.0400, "3.11.2"),
         "/usr/bin/python3.13": ("/usr/bin/python3.13", 0.0410, "3.13.0"),
         "/usr/bin/python3.11": ("/usr/bin/python3.11", 0.0400, "3.11.2"),
     })  # fmt: skip
 
-    assert pick_python.main(["python3.13", "python3.11"]) == 0
+    assert pick_python.main(["/usr/bin/python3.13", "/usr/bin/python3.11"]) == 0
 
     assert capsys.readouterr().out.split() == ["/usr/bin/python3.13", "/usr/bin/python3.11"]
 

@@ -16,134 +16,155 @@ from gateway import server
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class Worker:
+    """A uvloop loop with Sanic's stop registered for both signals, as in a worker, and the
+    gateway's StopSignals over it; `serving` plays Sanic's `app.state.is_running`."""
+
+    def __init__(self) -> None:
+        self.loop = uvloop.new_event_loop()
+        self.sanic_stops: list[int] = []
+        self.stops: list[str] = []
+        self.serving = False
+        for signum in STOP_SIGNALS:
+            self.loop.add_signal_handler(signum, self.sanic_stops.append, signum)
+        self.signals = server.StopSignals(self.loop, lambda: self.stops.append("stop"), lambda: self.serving)
+
+    def start_up(self, signal_before: int | None = None, signal_after: int | None = None) -> bool:
+        """The start-up run whose listener takes the signals over (a signal may come around it)."""
+
+        async def listener() -> bool:
+            if signal_before is not None:
+                os.kill(os.getpid(), signal_before)  # not read by the loop yet when the listener runs
+            taken = self.signals.take_over()
+            if signal_after is not None:
+                os.kill(os.getpid(), signal_after)
+            return taken
+
+        return self.loop.run_until_complete(listener())
+
+    def run(self, seconds: float = 0.15) -> None:
+        self.loop.run_until_complete(asyncio.sleep(seconds))
+
+
 @pytest.fixture
-def worker_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[asyncio.AbstractEventLoop, list[int]]]:
-    """A uvloop loop with Sanic's stop registered for both signals, as in a worker; what Sanic's stop got."""
-    monkeypatch.setattr(server, "SERVING_AFTER_S", 0.05)
+def worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Worker]:
+    monkeypatch.delenv("SANIC_WORKER_NAME", raising=False)
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    loop = uvloop.new_event_loop()
-    sanic_stops: list[int] = []
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, sanic_stops.append, signum)
+    worker = Worker()
     try:
-        yield loop, sanic_stops
+        yield worker
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        loop.close()
+        worker.loop.close()
 
 
-def run(loop: asyncio.AbstractEventLoop, seconds: float = 0.15) -> None:
-    loop.run_until_complete(asyncio.sleep(seconds))
-
-
-def start_up(
-    loop: asyncio.AbstractEventLoop, stops: list[str], signal_at_the_end: int | None = None
-) -> Callable[[], None] | None:
-    """A worker's last start-up run: the listener takes the signals over (and a signal may follow)."""
-
-    async def listener() -> Callable[[], None] | None:
-        release = server.stop_on_signals(loop, lambda: stops.append("stop"))
-        if signal_at_the_end is not None:
-            os.kill(os.getpid(), signal_at_the_end)
-        return release
-
-    return loop.run_until_complete(listener())
-
-
-def test_uvloop_loses_a_signal_that_comes_between_two_runs(worker_loop) -> None:
+def test_uvloop_loses_a_signal_that_comes_between_two_runs(worker: Worker) -> None:
     """Why the worker takes its signals over: Sanic's stop never hears this one."""
-    loop, sanic_stops = worker_loop
-    run(loop)
+    worker.run()
 
     os.kill(os.getpid(), signal.SIGINT)  # where the main process's SIGINT lands after an early SIGTERM
-    run(loop)
+    worker.run()
 
-    assert sanic_stops == []
+    assert worker.sanic_stops == []
 
 
-def test_a_signal_between_start_up_and_serving_stops_the_worker_once_it_serves(worker_loop) -> None:
-    loop, sanic_stops = worker_loop
-    stops: list[str] = []
-    assert start_up(loop, stops) is not None
+def test_a_signal_between_start_up_and_serving_stops_the_worker_once_it_serves(worker: Worker) -> None:
+    assert worker.start_up()
 
     os.kill(os.getpid(), signal.SIGTERM)  # while the worker reports itself serving
-    assert stops == []
-    run(loop)
+    worker.run()
+    assert worker.stops == []  # not while starting: the stop would merge with a start-up run's end
 
-    assert stops == ["stop"]
-    assert sanic_stops == []
+    worker.serving = True
+    worker.run()
+    assert worker.stops == ["stop"]
+    assert worker.sanic_stops == []
 
 
 @pytest.mark.parametrize("signum", STOP_SIGNALS)
-def test_a_signal_at_the_very_end_of_start_up_is_not_merged_away(worker_loop, signum: int) -> None:
-    loop, _ = worker_loop
-    stops: list[str] = []
-    start_up(loop, stops, signal_at_the_end=signum)
+def test_a_signal_at_the_very_end_of_start_up_is_not_merged_away(worker: Worker, signum: int) -> None:
+    worker.start_up(signal_after=signum)
+    worker.serving = True
 
-    run(loop)
+    worker.run()
 
-    assert stops == ["stop"]
-
-
-def test_a_signal_that_came_just_before_the_takeover_is_not_lost(worker_loop) -> None:
-    loop, sanic_stops = worker_loop
-    stops: list[str] = []
-
-    async def listener() -> None:
-        os.kill(os.getpid(), signal.SIGINT)  # the loop has not read it yet when the listener starts
-        server.stop_on_signals(loop, lambda: stops.append("stop"))
-
-    loop.run_until_complete(listener())
-    run(loop)
-
-    assert stops == ["stop"]
-    assert sanic_stops == []
+    assert worker.stops == ["stop"]
 
 
-def test_a_signal_while_serving_stops_at_once_and_only_once(worker_loop) -> None:
-    loop, _ = worker_loop
-    stops: list[str] = []
-    start_up(loop, stops)
-    run(loop)  # serving now
+def test_a_signal_that_came_just_before_the_takeover_is_not_lost(worker: Worker) -> None:
+    worker.start_up(signal_before=signal.SIGINT)
+    worker.serving = True
+
+    worker.run()
+
+    assert worker.stops == ["stop"]
+    assert worker.sanic_stops == []
+
+
+def test_a_signal_while_serving_stops_at_once_and_only_once(worker: Worker) -> None:
+    worker.start_up()
+    worker.serving = True
 
     async def signalled_twice() -> int:
         os.kill(os.getpid(), signal.SIGINT)
         await asyncio.sleep(0.01)
-        count = len(stops)
+        count = len(worker.stops)
         os.kill(os.getpid(), signal.SIGTERM)  # a second signal while stopping changes nothing
         await asyncio.sleep(0.05)
         return count
 
-    assert loop.run_until_complete(signalled_twice()) == 1
-    assert stops == ["stop"]
+    assert worker.loop.run_until_complete(signalled_twice()) == 1
+    assert worker.stops == ["stop"]
 
 
-def test_once_stopped_the_signals_go_back_to_python_s_own_handlers(worker_loop) -> None:
-    loop, _ = worker_loop
-    release = start_up(loop, [])
-    assert release is not None
+def test_a_signal_while_shutting_down_changes_nothing(worker: Worker) -> None:
+    worker.start_up()
+    worker.serving = True
+    worker.signals.shutting_down()  # stopped another way: before_server_stop has run
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    worker.run()
+
+    assert worker.stops == []
+
+
+def test_once_stopped_the_signals_go_back_to_python_s_own_handlers(worker: Worker) -> None:
+    worker.start_up()
     assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
 
-    release()
+    worker.signals.release()
 
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_a_worker_of_sanic_s_manager_keeps_ignoring_signals_to_the_end(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANIC_WORKER_NAME", "Sanic-Server-0-0")
+    worker.start_up()
+    taken_over = signal.getsignal(signal.SIGTERM)
+
+    worker.signals.release()
+
+    assert signal.getsignal(signal.SIGTERM) is taken_over
+
+
 def test_without_sanic_s_own_stop_nothing_is_taken_over() -> None:
     loop = uvloop.new_event_loop()
     before = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    signals = server.StopSignals(loop, lambda: None, lambda: True)
 
-    async def listener() -> Callable[[], None] | None:
-        return server.stop_on_signals(loop, lambda: None)
+    async def listener() -> bool:
+        return signals.take_over()
 
     try:
-        release = loop.run_until_complete(listener())
+        taken = loop.run_until_complete(listener())
     finally:
         loop.close()
 
-    assert release is None
+    assert taken is False
     assert {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} == before
 
 
