@@ -152,17 +152,23 @@ class ModelsCache:
         key = store.key("models", route_key)
         lock = store.key("models", route_key, "lock")
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        won = False
         while True:
             cached = await store.run("models cache", lambda r: _get_with_ttl(r, key))
             if cached is not None:
+                if won:
+                    await store.run("models cache", lambda r: r.delete(lock))
                 data, ttl_ms = cached
                 return self._make_entry(ModelList.from_json(data), max(ttl_ms, 1) / 1000)
-            won = await store.run(
-                "models cache", lambda r: r.set(lock, b"1", nx=True, px=int(LOCK_WAIT_SECONDS * 1000))
-            )
             if won or time.monotonic() >= deadline:
                 break
-            await asyncio.sleep(LOCK_POLL_SECONDS)
+            won = bool(
+                await store.run("models cache", lambda r: r.set(lock, b"1", nx=True, px=int(LOCK_WAIT_SECONDS * 1000)))
+            )
+            # A lock won is checked once more before fetching: the previous holder may have
+            # stored its listing and let go between our read and our lock.
+            if not won:
+                await asyncio.sleep(LOCK_POLL_SECONDS)
 
         value = await self._fetch(route_key)
         try:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Awaitable, Callable, TypeVar
 
 import pytest
 from redis.asyncio import Redis
@@ -10,6 +11,7 @@ from gateway.models_cache import ModelList, ModelsCache
 from gateway.redis_store import RedisStore, connect_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+T = TypeVar("T")
 
 
 def listing(*ids: str) -> ModelList:
@@ -95,6 +97,35 @@ async def test_caches_sharing_redis_make_one_fetch_per_ttl(redis_prefix: str) ->
     assert fetch.calls == 2
     for store in stores:
         await store.aclose()
+
+
+class StoreThatPausesAfterItsFirstCall(RedisStore):
+    """Runs `meanwhile` right after its first Redis call: another instance acting in that gap."""
+
+    def __init__(self, client: Redis, prefix: str, meanwhile: Callable[[], Awaitable[object]]) -> None:
+        super().__init__(client, prefix)
+        self._meanwhile: Callable[[], Awaitable[object]] | None = meanwhile
+
+    async def run(self, purpose: str, call: Callable[[Redis], Awaitable[T]]) -> T:
+        result = await super().run(purpose, call)
+        if self._meanwhile is not None:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            await meanwhile()
+        return result
+
+
+async def test_a_listing_stored_between_a_miss_and_the_lock_is_not_fetched_again(redis_prefix: str) -> None:
+    fetch = CountingFetch(listing("m"))
+    other_store = RedisStore(connect_redis(REDIS_URL), redis_prefix)
+    other = ModelsCache(fetch, ttl_seconds=30, store=other_store)
+    # This instance misses, then the other one fetches, stores and unlocks before this one locks.
+    store = StoreThatPausesAfterItsFirstCall(connect_redis(REDIS_URL), redis_prefix, lambda: other.ids("a"))
+    cache = ModelsCache(fetch, ttl_seconds=30, store=store)
+    assert await cache.ids("a") == frozenset({"m"})
+    assert fetch.calls == 1
+    assert await store.client.exists(store.key("models", "a", "lock")) == 0
+    for each in (store, other_store):
+        await each.aclose()
 
 
 async def test_redis_outage_falls_back_to_the_local_cache() -> None:
