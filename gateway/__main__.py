@@ -10,11 +10,11 @@ from __future__ import annotations
 import sys
 
 from sanic import Sanic
-from sanic.server.socket import bind_socket
 from sanic.worker.loader import AppLoader
 
 from .app import create_app, load_or_exit
-from .server import raise_open_file_limit, stop_listening_at_shutdown
+from .listener import bind_port, stop_listening_at_shutdown
+from .server import raise_open_file_limit
 
 # Sanic's default of 100 pending connections drops bursts (1,000 clients opening streams at once
 # waited a second for a retry); the kernel caps this at net.core.somaxconn.
@@ -28,7 +28,7 @@ def main() -> None:
     # is one line naming the settings, not a traceback, and the socket can be closed as soon as
     # a shutdown starts (new connections refused at once, not left waiting in the backlog).
     try:
-        sock = bind_socket(settings.api_host, settings.api_port, backlog=LISTEN_BACKLOG)
+        sock = bind_port(settings.api_host, settings.api_port, backlog=LISTEN_BACKLOG)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         print(f"error: cannot listen on API_HOST={settings.api_host} API_PORT={settings.api_port}: {reason}",

@@ -7,8 +7,9 @@ process, never per request. Where things live:
 
 - main process (`main_process_start`): the shared-memory rate-limit table and the Prometheus
   multiprocess folder, both of which must exist before the workers are spawned;
-- each worker (`before_server_start`): the upstream connection pool, the Redis client, the
-  models cache, the limiter, and the proxy service that the blueprints call.
+- each worker (`before_server_start`): its own socket on the port (`listener.py`), the
+  upstream connection pool, the Redis client, the models cache, the limiter, and the proxy
+  service that the blueprints call.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .client_ip import ClientIP, parse_networks
 from .cors import CorsPolicy
 from .errors import GatewayErrorHandler
 from .guard import Guard
+from .listener import listen_alone
 from .logs import log_config
 from .metrics import metrics
 from .models_cache import ModelList, ModelsCache, merge_listings
@@ -105,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
     app.on_response(_end_request, priority=1000)
     app.main_process_start(_prepare_shared_state)
     app.main_process_stop(_remove_shared_state)
+    app.before_server_start(_listen_alone)
     app.before_server_start(_start_services)
     app.after_server_start(_worker_ready)
     app.before_server_stop(_drain_streams)
@@ -183,6 +186,11 @@ def _remove_shared_state(app: Sanic) -> None:
 def _local_limiter(app: Sanic, limit: int) -> LocalLimiter | SharedMemoryLimiter:
     table = getattr(app.shared_ctx, "rate_table", None)
     return SharedMemoryLimiter(limit, table) if table is not None else app.ctx.local_limiter
+
+
+async def _listen_alone(app: Sanic) -> None:
+    for server in app.state.server_info:  # Sanic listens on `sock` after this listener
+        listen_alone(server.settings.get("sock"))
 
 
 async def _start_services(app: Sanic) -> None:

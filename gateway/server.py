@@ -11,7 +11,6 @@ import gc
 import os
 import resource
 import signal
-import socket
 from typing import Any, Callable
 
 from sanic.worker.manager import WorkerManager
@@ -21,7 +20,6 @@ __all__ = [
     "freeze_startup_heap",
     "raise_open_file_limit",
     "shield_worker_manager_from_signals",
-    "stop_listening_at_shutdown",
 ]
 
 # Every open stream holds two sockets (client and upstream); 10,000 streams need room.
@@ -70,26 +68,6 @@ def shield_worker_manager_from_signals() -> None:
         method = getattr(WorkerManager, name)
         if not getattr(method, "__gateway_shielded__", False):
             setattr(WorkerManager, name, _signals_deferred(method))
-
-
-def stop_listening_at_shutdown(listener: socket.socket) -> None:
-    """Close the main process's copy of the listening socket as soon as a shutdown starts.
-
-    Each worker stops accepting when it begins its graceful stop, but the main process keeps the
-    socket open until every worker has finished (in-flight streams may run for
-    `GRACEFUL_SHUTDOWN_SECONDS`): meanwhile the kernel went on completing new connections into
-    the backlog, where nobody accepted them, and reset them at exit. With the main process's copy
-    closed first, the socket closes when the workers close theirs: new connections are refused
-    at once, and a load balancer or client retries elsewhere.
-    """
-    stop = WorkerManager.shutdown
-
-    @functools.wraps(stop)
-    def shutdown(self: WorkerManager) -> None:
-        listener.close()
-        stop(self)
-
-    WorkerManager.shutdown = shutdown  # type: ignore[method-assign]
 
 
 class StopSignals:

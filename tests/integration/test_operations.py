@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import socket
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import httpx
+import orjson
 import pytest
 
 from tests.procs import FakeVLLM, Gateway, RedisServer
@@ -240,3 +243,26 @@ def test_one_json_access_line_per_request_without_prompt_text(
     assert (access["log-test-3"]["status"], access["log-test-3"]["error"]) == (404, "unknown_model_key")
     assert (access["log-test-4"]["status"], access["log-test-4"]["error"]) == (200, "upstream_protocol_error")
     assert "secret prompt text" not in gateway.output()
+
+
+def test_a_burst_of_new_connections_is_spread_over_the_workers(
+    start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM
+) -> None:
+    gateway = start_gateway(workers=2, MODEL_ROUTE_chat=chat_upstream.url)
+    # 64 clients connect at once, then each asks which worker answers it.
+    clients = [socket.create_connection(("127.0.0.1", gateway.port), timeout=5) for _ in range(64)]
+    workers: Counter[int] = Counter()
+    try:
+        for client in clients:
+            client.sendall(b"GET /api/routes HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n")
+        for client in clients:
+            with client.makefile("rb") as answer:
+                head, _, body = answer.read().partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            workers[orjson.loads(body)["worker"]] += 1
+    finally:
+        for client in clients:
+            client.close()
+    # Each worker accepts on a socket of its own and the kernel spreads connections by address:
+    # 32 ± 4 each. With one shared socket, whichever worker woke first took 54 to 56 of them.
+    assert len(workers) == 2 and min(workers.values()) >= 12, workers
