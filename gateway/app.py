@@ -7,9 +7,9 @@ process, never per request. Where things live:
 
 - main process (`main_process_start`): the shared-memory rate-limit table and the Prometheus
   multiprocess folder, both of which must exist before the workers are spawned;
-- each worker (`before_server_start`): its own socket on the port (`listener.py`), the
-  upstream connection pool, the Redis client, the models cache, the limiter, and the proxy
-  service that the blueprints call.
+- each worker (`before_server_start`): its own socket on the port (`listener.py`), its CPU
+  (`PIN_WORKERS`), the upstream connection pool, the Redis client, the models cache, the
+  limiter, and the proxy service that the blueprints call.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from .redis_store import RedisStore, connect_redis
 from .replicas import Route
 from .requests import Request
 from .routing import Router
-from .server import StopSignals, freeze_startup_heap, shield_worker_manager_from_signals
+from .server import StopSignals, freeze_startup_heap, pin_worker_to_cpu, shield_worker_manager_from_signals
 from .settings import Settings, SettingsError, load_settings
 from .upstream import Upstream
 
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
     app.on_response(_end_request, priority=1000)
     app.main_process_start(_prepare_shared_state)
     app.main_process_stop(_remove_shared_state)
-    app.before_server_start(_listen_alone)
+    app.before_server_start(_set_up_worker_process)
     app.before_server_start(_start_services)
     app.after_server_start(_worker_ready)
     app.before_server_stop(_drain_streams)
@@ -188,9 +188,11 @@ def _local_limiter(app: Sanic, limit: int) -> LocalLimiter | SharedMemoryLimiter
     return SharedMemoryLimiter(limit, table) if table is not None else app.ctx.local_limiter
 
 
-async def _listen_alone(app: Sanic) -> None:
+async def _set_up_worker_process(app: Sanic) -> None:
     for server in app.state.server_info:  # Sanic listens on `sock` after this listener
         listen_alone(server.settings.get("sock"))
+    settings: Settings = app.ctx.settings
+    pin_worker_to_cpu(settings.pin_workers, settings.workers)
 
 
 async def _start_services(app: Sanic) -> None:

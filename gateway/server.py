@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import logging
 import os
+import re
 import resource
 import signal
 from typing import Any, Callable
@@ -18,9 +20,12 @@ from sanic.worker.manager import WorkerManager
 __all__ = [
     "StopSignals",
     "freeze_startup_heap",
+    "pin_worker_to_cpu",
     "raise_open_file_limit",
     "shield_worker_manager_from_signals",
 ]
+
+logger = logging.getLogger("gateway")
 
 # Every open stream holds two sockets (client and upstream); 10,000 streams need room.
 WANTED_OPEN_FILES = 65536
@@ -29,6 +34,8 @@ _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # allocates a few hundred objects and frees nearly all of them by reference counting, so the
 # default runs a collection every other request for nothing.
 GC_YOUNG_THRESHOLD = 10_000
+# Sanic names its server processes "Sanic-Server-<number>-<restarts>"; a restart keeps the number.
+_SERVER_NUMBER = re.compile(r"Sanic-Server-(\d+)-")
 # How often a worker that got a stop signal while starting looks again whether it serves yet.
 SERVING_RECHECK_S = 0.05
 
@@ -148,3 +155,28 @@ def freeze_startup_heap() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+def pin_worker_to_cpu(mode: str, workers: int, worker_name: str | None = None) -> int | None:
+    """Keep this worker on one CPU (`PIN_WORKERS`); the CPU, or None where the scheduler decides.
+
+    Workers that the scheduler moves around (or puts on one CPU together, while the other runs
+    something else) answer bursts later: 50 streams opened at once got their first chunk 0.5 ms
+    later at the median than with each worker on a CPU of its own, at the same CPU per stream.
+    "auto" pins only when there are as many workers as CPUs the process may use (the default
+    `WORKERS`), so that two gateways of fewer workers each never crowd onto the same CPUs.
+    Worker n gets the n-th of those CPUs, round-robin; a restarted worker gets its CPU back.
+    """
+    if mode == "off" or not hasattr(os, "sched_setaffinity"):
+        return None
+    name = os.environ.get("SANIC_WORKER_NAME", "") if worker_name is None else worker_name
+    number = _SERVER_NUMBER.match(name)
+    if number is None:  # not one of Sanic's server processes: a test, a single-process run
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if mode == "auto" and workers != len(cpus):
+        return None
+    cpu = cpus[int(number.group(1)) % len(cpus)]
+    os.sched_setaffinity(0, {cpu})
+    logger.info("worker %d runs on CPU %d (PIN_WORKERS=%s)", os.getpid(), cpu, mode)
+    return cpu

@@ -43,6 +43,8 @@ class Settings:
     api_host: str = "0.0.0.0"
     api_port: int = 5050
     workers: int = 1
+    # "auto": one CPU per worker when there are as many workers as CPUs; "on"; "off".
+    pin_workers: str = "auto"
     log_level: str = "INFO"
 
     # Routing: route key -> base URLs of its replicas (each ending in `/v1` or similar).
@@ -163,6 +165,12 @@ class _Reader:
         return tuple(item.strip() for item in found[1].split(",") if item.strip())
 
 
+def _auto_or_boolean(value: str) -> str:
+    if value.lower() == "auto":
+        return "auto"
+    return "on" if _boolean(value) else "off"
+
+
 def _boolean(value: str) -> bool:
     lowered = value.lower()
     if lowered in _TRUE:
@@ -252,6 +260,7 @@ def load_settings(
                 ("WORKERS", "WEB_CONCURRENCY"), _ranged(int, 1, 512), os.cpu_count() or 1, "an integer from 1 to 512"
             )
         ),
+        pin_workers=env.get("PIN_WORKERS", _auto_or_boolean, "auto", "auto, true or false"),
         log_level=log_level,
         routes=routes,
         default_model_key=default_model_key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import time
@@ -266,3 +267,23 @@ def test_a_burst_of_new_connections_is_spread_over_the_workers(
     # Each worker accepts on a socket of its own and the kernel spreads connections by address:
     # 32 ± 4 each. With one shared socket, whichever worker woke first took 54 to 56 of them.
     assert len(workers) == 2 and min(workers.values()) >= 12, workers
+
+
+@pytest.mark.parametrize("pin", [True, False])
+def test_pinned_workers_each_run_on_a_cpu_of_their_own(
+    start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM, pin: bool
+) -> None:
+    gateway = start_gateway(workers=2, MODEL_ROUTE_chat=chat_upstream.url, PIN_WORKERS=str(pin).lower())
+    workers: set[int] = set()
+    for _ in range(200):  # new connections land on either worker
+        workers.add(httpx.get(f"{gateway.url}/api/routes").json()["worker"])
+        if len(workers) == 2:
+            break
+    assert len(workers) == 2
+    ours = os.sched_getaffinity(0)
+    cpus = [os.sched_getaffinity(pid) for pid in workers]
+    if pin:
+        assert all(len(each) == 1 and each <= ours for each in cpus)
+        assert len(ours) < 2 or cpus[0] != cpus[1]
+    else:
+        assert cpus == [ours, ours]

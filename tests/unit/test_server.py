@@ -177,3 +177,36 @@ def test_a_served_app_gives_the_signals_back_when_it_stops(make_app: Callable[..
     assert response.status == 200
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.fixture
+def affinity() -> Iterator[set[int]]:
+    """This process's CPUs, given back after the test."""
+    cpus = os.sched_getaffinity(0)
+    yield set(cpus)
+    os.sched_setaffinity(0, cpus)
+
+
+def test_a_pinned_worker_runs_on_the_cpu_of_its_number(affinity: set[int]) -> None:
+    cpus = sorted(affinity)
+    cpu = server.pin_worker_to_cpu("on", workers=2, worker_name="Sanic-Server-1-3")  # restarted 3 times
+    assert cpu == cpus[1 % len(cpus)]
+    assert os.sched_getaffinity(0) == {cpu}
+
+
+@pytest.mark.parametrize(
+    ("mode", "workers", "name"),
+    [
+        ("off", 1, "Sanic-Server-0-0"),
+        ("auto", None, "Sanic-Server-0-0"),  # more workers than CPUs
+        ("on", 1, ""),  # not a Sanic server process
+    ],
+)
+def test_workers_are_left_to_the_scheduler(affinity: set[int], mode: str, workers: int | None, name: str) -> None:
+    workers = len(affinity) + 1 if workers is None else workers
+    assert server.pin_worker_to_cpu(mode, workers, worker_name=name) is None
+    assert os.sched_getaffinity(0) == affinity
+
+
+def test_auto_pins_as_many_workers_as_cpus(affinity: set[int]) -> None:
+    assert server.pin_worker_to_cpu("auto", len(affinity), worker_name="Sanic-Server-0-0") == min(affinity)

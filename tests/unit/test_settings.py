@@ -50,6 +50,11 @@ def test_port_falls_back_to_port_and_workers_to_web_concurrency() -> None:
     assert (settings.api_port, settings.workers) == (9000, 2)
 
 
+@pytest.mark.parametrize(("value", "mode"), [(None, "auto"), ("AUTO", "auto"), ("true", "on"), ("0", "off")])
+def test_pin_workers_is_auto_or_a_boolean(value: str | None, mode: str) -> None:
+    assert load_settings({} if value is None else {"PIN_WORKERS": value}, env_file=None).pin_workers == mode
+
+
 def test_csv_values() -> None:
     settings = load_settings(
         {"API_KEY": "k1, k2", "ALLOWED_MODELS": "a,b", "ALLOW_ORIGINS": "http://x.test,http://y.test"}, env_file=None
@@ -67,6 +72,7 @@ def test_csv_values() -> None:
         ({"WORKERS": "0"}, "WORKERS"),
         ({"READ_TIMEOUT_SECONDS": "soon"}, "READ_TIMEOUT_SECONDS"),
         ({"USE_REDIS": "maybe"}, "USE_REDIS"),
+        ({"PIN_WORKERS": "sometimes"}, "PIN_WORKERS"),
         ({"MODEL_ROUTE_x": "localhost:8000/v1"}, "MODEL_ROUTE_x"),
         ({"MODEL_ROUTE_x": "http://:8000/v1"}, "MODEL_ROUTE_x"),
         ({"MODEL_ROUTE_x": "http://127.0.0.1:80000/v1"}, "MODEL_ROUTE_x"),
