@@ -45,7 +45,13 @@ from .redis_store import RedisStore, connect_redis
 from .replicas import Route
 from .requests import Request
 from .routing import Router
-from .server import StopSignals, freeze_startup_heap, pin_worker_to_cpu, shield_worker_manager_from_signals
+from .server import (
+    StopSignals,
+    count_server_processes,
+    freeze_startup_heap,
+    pin_worker_to_cpu,
+    shield_worker_manager_from_signals,
+)
 from .settings import Settings, SettingsError, load_settings
 from .upstream import Upstream
 
@@ -192,7 +198,9 @@ async def _set_up_worker_process(app: Sanic) -> None:
     for server in app.state.server_info:  # Sanic listens on `sock` after this listener
         listen_alone(server.settings.get("sock"))
     settings: Settings = app.ctx.settings
-    pin_worker_to_cpu(settings.pin_workers, settings.workers)
+    # `sanic ... -w N` may run another number of workers than WORKERS says.
+    workers = count_server_processes(app.m.workers) if hasattr(app, "multiplexer") else settings.workers
+    pin_worker_to_cpu(settings.pin_workers, workers)
 
 
 async def _start_services(app: Sanic) -> None:

@@ -13,12 +13,13 @@ import os
 import re
 import resource
 import signal
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from sanic.worker.manager import WorkerManager
 
 __all__ = [
     "StopSignals",
+    "count_server_processes",
     "freeze_startup_heap",
     "pin_worker_to_cpu",
     "raise_open_file_limit",
@@ -155,6 +156,11 @@ def freeze_startup_heap() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+def count_server_processes(names: Iterable[str]) -> int:
+    """How many servers Sanic's worker manager runs (`app.m.workers`), from its process names."""
+    return len({number.group(1) for name in names if (number := _SERVER_NUMBER.match(name))})
 
 
 def pin_worker_to_cpu(mode: str, workers: int, worker_name: str | None = None) -> int | None:

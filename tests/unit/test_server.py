@@ -210,3 +210,8 @@ def test_workers_are_left_to_the_scheduler(affinity: set[int], mode: str, worker
 
 def test_auto_pins_as_many_workers_as_cpus(affinity: set[int]) -> None:
     assert server.pin_worker_to_cpu("auto", len(affinity), worker_name="Sanic-Server-0-0") == min(affinity)
+
+
+def test_server_processes_are_counted_by_number_once_each() -> None:
+    names = ["Sanic-Main", "Sanic-Server-0-0", "Sanic-Server-1-0", "Sanic-Server-1-1", "Sanic-Inspector-0"]
+    assert server.count_server_processes(names) == 2  # Server-1 restarted: its old name lingers
