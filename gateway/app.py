@@ -199,7 +199,8 @@ async def _set_up_worker_process(app: Sanic) -> None:
         listen_alone(server.settings.get("sock"))
     settings: Settings = app.ctx.settings
     # `sanic ... -w N` may run another number of workers than WORKERS says.
-    workers = count_server_processes(app.m.workers) if hasattr(app, "multiplexer") else settings.workers
+    multiplexer = getattr(app, "multiplexer", None)  # Sanic's link to its worker manager
+    workers = count_server_processes(multiplexer.workers) if multiplexer is not None else settings.workers
     pin_worker_to_cpu(settings.pin_workers, workers)
 
 

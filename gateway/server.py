@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterable
 
 from sanic.worker.manager import WorkerManager
 
+from .settings import PinWorkers
+
 __all__ = [
     "StopSignals",
     "count_server_processes",
@@ -163,7 +165,7 @@ def count_server_processes(names: Iterable[str]) -> int:
     return len({number.group(1) for name in names if (number := _SERVER_NUMBER.match(name))})
 
 
-def pin_worker_to_cpu(mode: str, workers: int, worker_name: str | None = None) -> int | None:
+def pin_worker_to_cpu(mode: PinWorkers, workers: int, worker_name: str | None = None) -> int | None:
     """Keep this worker on one CPU (`PIN_WORKERS`); the CPU, or None where the scheduler decides.
 
     Workers that the scheduler moves around (or puts on one CPU together, while the other runs

@@ -17,10 +17,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, Literal, Mapping, TypeVar
 from urllib.parse import urlsplit
 
-__all__ = ["Settings", "SettingsError", "load_settings", "read_env_file"]
+__all__ = ["PinWorkers", "Settings", "SettingsError", "load_settings", "read_env_file"]
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
@@ -30,6 +30,7 @@ LEGACY_ROUTE_KEY = "default"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+PinWorkers = Literal["auto", "on", "off"]
 
 
 class SettingsError(ValueError):
@@ -44,7 +45,7 @@ class Settings:
     api_port: int = 5050
     workers: int = 1
     # "auto": one CPU per worker when there are as many workers as CPUs; "on"; "off".
-    pin_workers: str = "auto"
+    pin_workers: PinWorkers = "auto"
     log_level: str = "INFO"
 
     # Routing: route key -> base URLs of its replicas (each ending in `/v1` or similar).
@@ -165,7 +166,7 @@ class _Reader:
         return tuple(item.strip() for item in found[1].split(",") if item.strip())
 
 
-def _auto_or_boolean(value: str) -> str:
+def _auto_or_boolean(value: str) -> PinWorkers:
     if value.lower() == "auto":
         return "auto"
     return "on" if _boolean(value) else "off"
