@@ -11,7 +11,7 @@ every trusted hop, and the first address that is not a trusted proxy is the clie
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable
+from collections.abc import Iterable
 
 from sanic import Request
 

@@ -9,7 +9,7 @@ Python 3.11, `asyncio.get_running_loop()` makes a `getpid()` system call.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["AfterLoopStep"]
 

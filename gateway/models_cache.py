@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any
 
 import orjson
 
@@ -32,7 +33,7 @@ LOCK_POLL_SECONDS = 0.02
 class ModelList:
     """One route's models as its upstream listed them, and how long the listing took."""
 
-    __slots__ = ("models", "latency_ms", "ids")
+    __slots__ = ("ids", "latency_ms", "models")
 
     def __init__(self, models: tuple[dict[str, Any], ...], latency_ms: int) -> None:
         self.models = models

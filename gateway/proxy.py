@@ -9,7 +9,8 @@ import asyncio
 import itertools
 import os
 import time
-from typing import Any, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import httpx
 import orjson

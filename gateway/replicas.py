@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import httpx
 
@@ -32,7 +33,7 @@ from .errors import GatewayError, UpstreamUnavailable
 from .metrics import metrics
 from .upstream import close_response, map_transport_error
 
-__all__ = ["Dispatch", "Replica", "Route", "RETRYABLE_STATUSES"]
+__all__ = ["RETRYABLE_STATUSES", "Dispatch", "Replica", "Route"]
 
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 # Failures after which the request may safely go to another replica: nothing was generated

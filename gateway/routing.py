@@ -17,7 +17,7 @@ A route is a key (`MODEL_ROUTE_<KEY>`) and the base URLs of its replicas. The de
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from .errors import ModelNotAllowed, RoutingConflict, UnknownRouteKey, UpstreamUnavailable
 from .models_cache import ModelsCache

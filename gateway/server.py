@@ -13,7 +13,8 @@ import os
 import re
 import resource
 import signal
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from sanic.worker.manager import WorkerManager
 

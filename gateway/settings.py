@@ -15,9 +15,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Mapping, TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 __all__ = ["PinWorkers", "Settings", "SettingsError", "load_settings", "read_env_file"]

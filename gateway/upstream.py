@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 import httpx
 import orjson

@@ -14,8 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import httpx
 import orjson
@@ -36,7 +37,8 @@ class Process:
 
     def __init__(self, name: str, args: list[str], env: Mapping[str, str], cwd: Path | None = None) -> None:
         self.name = name
-        self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
+        # Open as long as the process runs: its output goes there.
+        self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
         self.popen = subprocess.Popen(
             args,
             env=dict(env),
@@ -122,9 +124,7 @@ class Gateway(Process):
     With `all_ready`, also once every worker has said it is ready (one answers `/health` first).
     """
 
-    def __init__(
-        self, env: Mapping[str, str], workers: int = 2, name: str = "gateway", all_ready: bool = True
-    ) -> None:
+    def __init__(self, env: Mapping[str, str], workers: int = 2, name: str = "gateway", all_ready: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {

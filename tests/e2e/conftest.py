@@ -14,7 +14,8 @@ import os
 import signal
 import subprocess
 import time
-from typing import Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -143,7 +144,7 @@ def gateway(vllm_servers: None) -> Iterator[Gateway]:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # noqa: ANN201
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """A failed test's report ends with the last lines of the gateway's log."""
     outcome = yield
     report = outcome.get_result()

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-from redis import Redis
+from redis import Redis, RedisError
 
 from tests.procs import FakeVLLM, Gateway
 
@@ -53,7 +53,7 @@ def redis_prefix() -> Iterator[str]:
     client = Redis.from_url(REDIS_URL)
     try:
         client.ping()
-    except Exception:
+    except RedisError:
         pytest.fail("integration tests need Redis at 127.0.0.1:6379 (scripts/test.sh starts one)")
     prefix = f"test-{uuid.uuid4().hex[:10]}:"
     yield prefix

@@ -7,9 +7,10 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -170,13 +171,13 @@ def test_health_answers_within_two_seconds_when_the_upstream_hangs(
 def test_models_cache_is_shared_through_redis(
     start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM, embed_upstream: FakeVLLM, redis_prefix: str
 ) -> None:
-    env = dict(
-        MODEL_ROUTE_chat=chat_upstream.url,
-        MODEL_ROUTE_embed=embed_upstream.url,
-        USE_REDIS="true",
-        REDIS_PREFIX=redis_prefix,
-        MODELS_CACHE_TTL_SECONDS="30",
-    )
+    env = {
+        "MODEL_ROUTE_chat": chat_upstream.url,
+        "MODEL_ROUTE_embed": embed_upstream.url,
+        "USE_REDIS": "true",
+        "REDIS_PREFIX": redis_prefix,
+        "MODELS_CACHE_TTL_SECONDS": "30",
+    }
     gateways = [start_gateway(**env), start_gateway(**env)]  # two instances, two workers each
     chat_upstream.reset()
     embed_upstream.reset()

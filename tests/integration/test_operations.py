@@ -7,8 +7,8 @@ import re
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import httpx
 import orjson
@@ -49,7 +49,12 @@ def test_one_budget_across_three_workers(
 def test_two_instances_sharing_redis_share_one_budget(
     start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM, redis_prefix: str
 ) -> None:
-    env = dict(MODEL_ROUTE_chat=chat_upstream.url, RATE_LIMIT_PER_MIN="6", USE_REDIS="true", REDIS_PREFIX=redis_prefix)
+    env = {
+        "MODEL_ROUTE_chat": chat_upstream.url,
+        "RATE_LIMIT_PER_MIN": "6",
+        "USE_REDIS": "true",
+        "REDIS_PREFIX": redis_prefix,
+    }
     first, second = start_gateway(**env), start_gateway(**env)
     statuses = burst([first.url, second.url], 24)
     assert statuses.count(200) in (6, 7)

@@ -6,7 +6,8 @@ import signal
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -82,7 +83,7 @@ def test_heartbeats_while_the_upstream_prepares_its_headers(gateway: Gateway) ->
 
 
 def test_heartbeats_while_the_upstream_is_silent_between_chunks(gateway: Gateway) -> None:
-    response, lines = read_stream(
+    _, lines = read_stream(
         f"{gateway.url}/api/chat/stream", {"message": "hi", "fake": {"stall_after": 2, "stall_seconds": 3.5}}
     )
     kinds = ["beat" if line == ": keepalive" else "data" for _, line in lines]

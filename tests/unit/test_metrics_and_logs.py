@@ -83,7 +83,7 @@ def test_access_lines_leave_after_the_loop_step_in_whole_lines_of_at_most_pipe_b
 ) -> None:
     stream = RecordingStream()
     access = AccessLog()
-    access.logger = logging.Logger("gateway.access.test", logging.INFO)
+    access.logger = logging.Logger("gateway.access.test", logging.INFO)  # noqa: LOG001 - kept out of the registry
     access.logger.propagate = False
     access.logger.addHandler(logging.StreamHandler(stream))
 
@@ -108,7 +108,7 @@ def test_access_lines_leave_after_the_loop_step_in_whole_lines_of_at_most_pipe_b
 def test_access_lines_written_directly_match_the_formatters_lines() -> None:
     stream = RecordingStream()
     access = AccessLog()
-    access.logger = logging.Logger("gateway.access", logging.INFO)
+    access.logger = logging.Logger("gateway.access", logging.INFO)  # noqa: LOG001 - not the real one
     access.logger.propagate = False
     access.logger.addHandler(logging.StreamHandler(stream))
     fields = {"request_id": "r1", "method": "POST", "status": 200, "duration_ms": 1.25, "route": None}

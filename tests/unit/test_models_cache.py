@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
+from redis import RedisError
 from redis.asyncio import Redis
 
 from gateway.models_cache import ModelList, ModelsCache
@@ -75,7 +77,7 @@ async def redis_prefix() -> str:
     client = Redis.from_url(REDIS_URL)
     try:
         await client.ping()
-    except Exception:
+    except RedisError:
         pytest.fail("these tests need Redis at 127.0.0.1:6379 (scripts/test.sh starts one)")
     prefix = f"test-{uuid.uuid4().hex[:8]}:"
     yield prefix

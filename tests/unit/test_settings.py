@@ -126,6 +126,7 @@ def test_bad_setting_stops_start_up_with_one_line_and_exit_code_2(tmp_path: Path
         capture_output=True,
         text=True,
         timeout=30,
+        check=False,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -146,6 +147,7 @@ def test_an_address_that_cannot_be_listened_on_is_one_line_and_exit_code_2(tmp_p
             cwd=tmp_path,
             capture_output=True,
             text=True,
+            check=False,
             timeout=30,
         )
     finally:
@@ -159,7 +161,9 @@ def test_env_example_lists_every_variable_and_loads() -> None:
     source = (ROOT / "gateway" / "settings.py").read_text()
     read = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', source)) - {"MODEL_ROUTE_"}
     example = read_env_file(ROOT / ".env.example")
-    documented = set(example) | set(re.findall(r"^# ([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    documented = set(example) | set(
+        re.findall(r"^# ([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE)
+    )
     log_levels = {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}
     assert read - documented - log_levels - {"PORT", "WEB_CONCURRENCY"} == set()
     settings = load_settings({}, env_file=ROOT / ".env.example")

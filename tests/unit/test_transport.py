@@ -411,9 +411,13 @@ async def test_a_stream_longer_than_the_read_timeout_lives_while_chunks_keep_com
         await writer.drain()
         await reader.read()
 
-    async with Server(steady) as server, client(read=0.2) as http:
-        async with asyncio.timeout(BOUND), http.stream("POST", f"{server.url}/p", content=b"{}") as response:
-            body = b"".join([part async for part in response.aiter_raw()])
+    async with (
+        Server(steady) as server,
+        client(read=0.2) as http,
+        asyncio.timeout(BOUND),
+        http.stream("POST", f"{server.url}/p", content=b"{}") as response,
+    ):
+        body = b"".join([part async for part in response.aiter_raw()])
     assert body == b"".join(b"data: %d\n\n" % number for number in range(8))
 
 
