@@ -355,7 +355,7 @@ class Bench:
 
     def load(self, server: Server, path: str, body: bytes) -> dict[str, Any]:
         seconds, url = 3 if self.args.quick else 10, f"http://{HOST}:{server.port}{path}"
-        run_load = run_wrk if self.args.load == "wrk" else run_client
+        run_load = run_wrk if self.args.wrk else run_client
         run_load(url, body, 1)  # warm-up: connection pools, models cache
         gateway_pids, fake_pids, profiler = self.gateway.pids(), self.fake.pids(), None
         if self.args.profile and server is self.gateway and path.startswith("/v1"):
@@ -643,7 +643,8 @@ def parse_args() -> argparse.Namespace:
     bad_env = [item for item in args.gateway_env if "=" not in item]
     if unknown or bad_env:
         parser.error(f"unknown scenarios {sorted(unknown)}" if unknown else f"not KEY=VAL: {bad_env}")
-    args.load = "wrk" if shutil.which("wrk") else "asyncio client (no wrk on PATH: apt-get install wrk)"
+    args.wrk = shutil.which("wrk") is not None
+    args.load = "wrk" if args.wrk else "asyncio client (no wrk on PATH: apt-get install wrk)"
     return args
 
 
