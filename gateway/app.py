@@ -5,8 +5,9 @@ It is the factory every process runs (`python -m gateway` hands it to Sanic's wo
 `sanic gateway.app:create_app --factory -w N` does the same), so everything is built once per
 process, never per request. Where things live:
 
-- main process (`main_process_start`): the shared-memory rate-limit table and the Prometheus
-  multiprocess folder, both of which must exist before the workers are spawned;
+- main process (`main_process_start`): the shared-memory tables (rate limits, replica
+  ejections) and the Prometheus multiprocess folder, all of which must exist before the workers
+  are spawned;
 - each worker (`before_server_start`): its own socket on the port (`listener.py`), its CPU
   (`PIN_WORKERS`), the upstream connection pool, the Redis client, the models cache, the
   limiter, and the proxy service that the blueprints call.
@@ -42,7 +43,7 @@ from .models_cache import ModelList, ModelsCache, merge_listings
 from .proxy import Proxy
 from .ratelimit import LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_shared_table
 from .redis_store import RedisStore, connect_redis
-from .replicas import Route
+from .replicas import Route, create_ejection_table, ejection_slots
 from .requests import Request
 from .routing import Router
 from .server import (
@@ -183,6 +184,7 @@ def _prepare_shared_state(app: Sanic) -> None:
         metrics_module.prepare_multiprocess_dir()
     if settings.rate_limit_per_min:
         app.shared_ctx.rate_table = create_shared_table()
+    app.shared_ctx.ejections = create_ejection_table(settings.routes)
 
 
 def _remove_shared_state(app: Sanic) -> None:
@@ -220,6 +222,9 @@ async def _start_services(app: Sanic) -> None:
         local = _local_limiter(app, settings.rate_limit_per_min)
         limiter = RedisLimiter(settings.rate_limit_per_min, store, local) if store else local
 
+    # Shared by the workers of a machine; a single-process run (tests) has none: its own view.
+    ejections = getattr(app.shared_ctx, "ejections", None)
+    first_slots = ejection_slots(settings.routes)
     routes = {
         key: Route(
             key,
@@ -227,6 +232,8 @@ async def _start_services(app: Sanic) -> None:
             probe=upstream.is_up,
             probe_interval=settings.replica_probe_interval_seconds,
             cooldown_max=settings.replica_cooldown_max_seconds,
+            shared=ejections.get_obj() if ejections is not None else None,
+            first_slot=first_slots[key],
         )
         for key, urls in settings.routes.items()
     }

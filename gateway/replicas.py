@@ -2,7 +2,8 @@
 The replicas of a route: load balancing, passive health, and failover.
 
 `MODEL_ROUTE_<KEY>=URL1,URL2,...` makes a route of several replicas of one model. Each worker
-keeps its own view of them (this module holds no cross-process state, except through metrics):
+keeps its own view of them, and shares one thing with the other workers of the machine: which
+replicas are out of rotation (below).
 
 - Balancing: a request goes to the healthy replica with the fewest requests in flight; ties go
   round-robin, so a light load spreads evenly too. The in-flight count is a lease released on
@@ -17,13 +18,23 @@ keeps its own view of them (this module holds no cross-process state, except thr
   as long as nothing but keepalive comments has reached the client. With every replica
   ejected, they are still tried (least recently failed first), so that a recovered replica is
   used at once and the client gets the real error: 502 naming the route.
+- Shared ejections: a worker that ejects a replica writes the end of its cool-down to a table in
+  shared memory (`create_ejection_table`, made by the main process), and every worker leaves the
+  replica out of rotation until then. So a replica that went down costs the machine one failed
+  attempt, not one per worker: that matters for a host that drops packets, where each attempt
+  waits out the connect timeout. The worker that ejected it probes it; while the probe fails it
+  keeps the table's entry a little ahead of the clock, and it clears the entry when the replica
+  answers again. If that worker dies, the entry runs out within a few probe intervals and the
+  next worker to meet the dead replica takes over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import multiprocessing
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +44,7 @@ from .errors import GatewayError, UpstreamUnavailable
 from .metrics import metrics
 from .upstream import close_response, map_transport_error
 
-__all__ = ["RETRYABLE_STATUSES", "Dispatch", "Replica", "Route"]
+__all__ = ["RETRYABLE_STATUSES", "Dispatch", "Replica", "Route", "create_ejection_table", "ejection_slots"]
 
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 # Failures after which the request may safely go to another replica: nothing was generated
@@ -46,6 +57,30 @@ _RETRYABLE_ERRORS = (
     httpx.WriteError,
 )
 _LATENCY_WEIGHT = 0.2  # of the newest sample in the moving average
+# How long a failed probe keeps a replica out of the other workers' rotation, in probe intervals
+# (each probe also counts its own duration): the entry must outlast the gap to the next probe.
+_HOLD_INTERVALS = 2
+
+
+def ejection_slots(routes: Mapping[str, tuple[str, ...]]) -> dict[str, int]:
+    """The first slot of each route's replicas in the ejection table, the same in every process."""
+    slots: dict[str, int] = {}
+    total = 0
+    for key in sorted(routes):  # not the environment's order: every process must agree
+        slots[key] = total
+        total += len(routes[key])
+    return slots
+
+
+def create_ejection_table(routes: Mapping[str, tuple[str, ...]]) -> Any:
+    """Shared memory for `Route(shared=...)`; make it in the main process, before the workers start.
+
+    One double per replica: the monotonic time until which it is out of rotation (0: in rotation).
+    CLOCK_MONOTONIC is the same for every process of a machine. Entries are read and written
+    without the lock: an aligned double is read whole, and a lost update can only shorten one
+    hold, until the next probe writes it again.
+    """
+    return multiprocessing.Array(ctypes.c_double, max(sum(len(urls) for urls in routes.values()), 1))
 
 
 @dataclass(eq=False)
@@ -61,10 +96,16 @@ class Replica:
     requests: int = 0
     errors: int = 0
     probe: asyncio.Task[None] | None = field(default=None, repr=False)
+    shared: Any = field(default=None, repr=False)  # the ejection table's values, if shared
+    slot: int = 0  # this replica's entry in `shared`
 
     @property
     def healthy(self) -> bool:
-        return self.ejected_until is None
+        """In rotation: not ejected by this worker, nor by another one for a while yet."""
+        if self.ejected_until is not None:
+            return False
+        shared = self.shared
+        return shared is None or shared[self.slot] <= time.monotonic()
 
     def status(self) -> dict[str, Any]:
         return {
@@ -89,10 +130,14 @@ class Route:
         probe: Callable[[str], Awaitable[bool]],
         probe_interval: float,
         cooldown_max: float,
+        shared: Any = None,
+        first_slot: int = 0,
     ) -> None:
+        """`shared`: the values of `create_ejection_table()` (`.get_obj()`), with this route's
+        replicas from `first_slot` on (`ejection_slots()`); None: this worker's view alone."""
         self.key = key
         self.urls = urls
-        self.replicas = [Replica(url) for url in urls]
+        self.replicas = [Replica(url, shared=shared, slot=first_slot + i) for i, url in enumerate(urls)]
         self._probe = probe
         self._probe_interval = probe_interval
         self._cooldown_max = cooldown_max
@@ -139,9 +184,11 @@ class Route:
         replica.last_error = reason
         replica.last_failure_at = time.monotonic()
         metrics.replica_errors.labels(self.key, replica.url).inc()
-        if replica.healthy:
+        if replica.ejected_until is None:  # not ejected here yet (another worker may have)
             replica.ejections += 1
             replica.ejected_until = time.monotonic() + self._cooldown(replica)
+            # Past the cool-down, until the first probe has answered: it clears or extends this.
+            _hold(replica, replica.ejected_until + _HOLD_INTERVALS * self._probe_interval)
             metrics.replica_ejections.labels(self.key, replica.url).inc()
             if replica.probe is None or replica.probe.done():
                 replica.probe = asyncio.ensure_future(self._probe_until_back(replica))
@@ -152,14 +199,28 @@ class Route:
     async def _probe_until_back(self, replica: Replica) -> None:
         while replica.ejected_until is not None:
             await asyncio.sleep(self._probe_interval)
+            started = time.monotonic()
             if await self._probe(replica.url) and time.monotonic() >= replica.ejected_until:
                 replica.ejected_until = None
                 replica.returned_at = time.monotonic()
+                if replica.shared is not None:
+                    replica.shared[replica.slot] = 0.0  # back in every worker's rotation
+            else:  # still out: keep the other workers away until after the next probe
+                now = time.monotonic()
+                gap = self._probe_interval + (now - started)  # to the next probe's answer, about
+                _hold(replica, max(replica.ejected_until, now + _HOLD_INTERVALS * gap))
 
     def close(self) -> None:
         for replica in self.replicas:
             if replica.probe is not None:
                 replica.probe.cancel()
+
+
+def _hold(replica: Replica, until: float) -> None:
+    """Keep `replica` out of every worker's rotation until `until` (monotonic), at least."""
+    shared = replica.shared
+    if shared is not None and shared[replica.slot] < until:
+        shared[replica.slot] = until
 
 
 class Dispatch:

@@ -128,6 +128,22 @@ def test_a_killed_replica_causes_no_error_and_comes_back(
     assert sample(gateway, 'gateway_upstream_retries_total{route="tiny"}') >= 1
 
 
+def test_a_replica_ejected_by_one_worker_is_out_of_every_workers_rotation(
+    start_gateway: Callable[..., Gateway], replicas: list[FakeVLLM]
+) -> None:
+    dead, alive = replicas[0], replicas[1]
+    dead.stop()  # refuses connections from now on
+    gateway = start(start_gateway, [dead, alive])  # listed first: each worker's first pick
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=10)
+    assert response.status_code == 200  # failed over to the live replica
+    states = replica_states(gateway)
+    assert len(states) == 2
+    # Out of rotation in both workers, though only the worker that served the request met it.
+    assert [state[dead.url]["state"] for state in states] == ["ejected", "ejected"]
+    assert sorted(state[dead.url]["errors"] for state in states) == [0, 1]
+    assert chat_count(alive) == 1
+
+
 def test_error_status_fails_over_and_all_down_names_the_route(
     start_gateway: Callable[..., Gateway], replicas: list[FakeVLLM]
 ) -> None:
