@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import random
 import re
 import sys
 import time
+from typing import Any
 
 import orjson
 from sanic import HTTPResponse, Sanic
@@ -29,6 +31,7 @@ from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
 from . import __version__, blueprints
+from . import ejections as ejections_module
 from . import metrics as metrics_module
 from .access import access_log, record_request
 from .blueprints.docs import UI_CONFIG as DOCS_UI_CONFIG
@@ -43,7 +46,7 @@ from .models_cache import ModelList, ModelsCache, merge_listings
 from .proxy import Proxy
 from .ratelimit import LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_shared_table
 from .redis_store import RedisStore, connect_redis
-from .replicas import Route, create_ejection_table, ejection_slots
+from .replicas import Route
 from .requests import Request
 from .routing import Router
 from .server import (
@@ -57,6 +60,8 @@ from .settings import Settings, SettingsError, load_settings
 from .upstream import Upstream
 
 __all__ = ["APP_NAME", "create_app", "load_or_exit"]
+
+logger = logging.getLogger("gateway")
 
 APP_NAME = "gateway"
 # Incoming request ids are echoed and logged, so only a safe, bounded alphabet is accepted.
@@ -184,7 +189,7 @@ def _prepare_shared_state(app: Sanic) -> None:
         metrics_module.prepare_multiprocess_dir()
     if settings.rate_limit_per_min:
         app.shared_ctx.rate_table = create_shared_table()
-    app.shared_ctx.ejections = create_ejection_table(settings.routes)
+    app.shared_ctx.ejections = ejections_module.create_table(settings.routes)
 
 
 def _remove_shared_state(app: Sanic) -> None:
@@ -206,8 +211,21 @@ async def _set_up_worker_process(app: Sanic) -> None:
     pin_worker_to_cpu(settings.pin_workers, workers)
 
 
+def _shared_replica_cells(app: Sanic, settings: Settings) -> dict[str, list[Any]]:
+    """The replicas' cells in the machine's ejection table; none in a single process (tests)."""
+    table = getattr(app.shared_ctx, "ejections", None)
+    if table is None:
+        return {}
+    cells = ejections_module.replica_cells(table, settings.routes)
+    if cells is None:
+        logger.warning("this worker's routes differ from the main process's: it keeps its own view of replica health")
+        return {}
+    return cells
+
+
 async def _start_services(app: Sanic) -> None:
     settings: Settings = app.ctx.settings
+    shared_cells = _shared_replica_cells(app, settings)
     upstream = Upstream(settings, transport=app.ctx.upstream_transport)
     store = None
     if settings.use_redis:
@@ -222,9 +240,6 @@ async def _start_services(app: Sanic) -> None:
         local = _local_limiter(app, settings.rate_limit_per_min)
         limiter = RedisLimiter(settings.rate_limit_per_min, store, local) if store else local
 
-    # Shared by the workers of a machine; a single-process run (tests) has none: its own view.
-    ejections = getattr(app.shared_ctx, "ejections", None)
-    first_slots = ejection_slots(settings.routes)
     routes = {
         key: Route(
             key,
@@ -232,8 +247,8 @@ async def _start_services(app: Sanic) -> None:
             probe=upstream.is_up,
             probe_interval=settings.replica_probe_interval_seconds,
             cooldown_max=settings.replica_cooldown_max_seconds,
-            shared=ejections.get_obj() if ejections is not None else None,
-            first_slot=first_slots[key],
+            probe_timeout=settings.health_timeout_seconds,
+            cells=shared_cells.get(key),
         )
         for key, urls in settings.routes.items()
     }

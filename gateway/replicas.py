@@ -18,33 +18,33 @@ replicas are out of rotation (below).
   as long as nothing but keepalive comments has reached the client. With every replica
   ejected, they are still tried (least recently failed first), so that a recovered replica is
   used at once and the client gets the real error: 502 naming the route.
-- Shared ejections: a worker that ejects a replica writes the end of its cool-down to a table in
-  shared memory (`create_ejection_table`, made by the main process), and every worker leaves the
-  replica out of rotation until then. So a replica that went down costs the machine one failed
-  attempt, not one per worker: that matters for a host that drops packets, where each attempt
-  waits out the connect timeout. The worker that ejected it probes it; while the probe fails it
-  keeps the table's entry a little ahead of the clock, and it clears the entry when the replica
-  answers again. If that worker dies, the entry runs out within a few probe intervals and the
-  next worker to meet the dead replica takes over.
+- Shared ejections (`ejections.py`): an ejection takes the replica out of every worker's
+  rotation, not only the rotation of the worker that met the failure, so the other workers stop
+  sending it requests at once (for a host that drops packets, each such request would wait out
+  the connect timeout). The worker that ejected it probes it: each probe that fails holds it out
+  until past the next probe's answer, and the answer that brings it back clears the hold, unless
+  another worker has held it longer since. If that worker dies, the hold runs out within its
+  cool-down plus two probe intervals and a probe's timeout, and the next failure ejects it again.
+  The ejection count behind the growing cool-down, and the time it last came back, are shared
+  too; the other figures (in flight, latency, errors) are each worker's own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import multiprocessing
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from .ejections import EJECTIONS, HELD_UNTIL, RETURNED_AT, local_cells
 from .errors import GatewayError, UpstreamUnavailable
 from .metrics import metrics
 from .upstream import close_response, map_transport_error
 
-__all__ = ["RETRYABLE_STATUSES", "Dispatch", "Replica", "Route", "create_ejection_table", "ejection_slots"]
+__all__ = ["RETRYABLE_STATUSES", "Dispatch", "Replica", "Route"]
 
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 # Failures after which the request may safely go to another replica: nothing was generated
@@ -57,55 +57,36 @@ _RETRYABLE_ERRORS = (
     httpx.WriteError,
 )
 _LATENCY_WEIGHT = 0.2  # of the newest sample in the moving average
-# How long a failed probe keeps a replica out of the other workers' rotation, in probe intervals
-# (each probe also counts its own duration): the entry must outlast the gap to the next probe.
-_HOLD_INTERVALS = 2
-
-
-def ejection_slots(routes: Mapping[str, tuple[str, ...]]) -> dict[str, int]:
-    """The first slot of each route's replicas in the ejection table, the same in every process."""
-    slots: dict[str, int] = {}
-    total = 0
-    for key in sorted(routes):  # not the environment's order: every process must agree
-        slots[key] = total
-        total += len(routes[key])
-    return slots
-
-
-def create_ejection_table(routes: Mapping[str, tuple[str, ...]]) -> Any:
-    """Shared memory for `Route(shared=...)`; make it in the main process, before the workers start.
-
-    One double per replica: the monotonic time until which it is out of rotation (0: in rotation).
-    CLOCK_MONOTONIC is the same for every process of a machine. Entries are read and written
-    without the lock: an aligned double is read whole, and a lost update can only shorten one
-    hold, until the next probe writes it again.
-    """
-    return multiprocessing.Array(ctypes.c_double, max(sum(len(urls) for urls in routes.values()), 1))
 
 
 @dataclass(eq=False)
 class Replica:
     url: str
     in_flight: int = 0
-    ejected_until: float | None = None  # monotonic time the cool-down ends; None: in rotation
-    ejections: int = 0  # consecutive ejections, for the growing cool-down
-    returned_at: float = 0.0
+    # Ejected by this worker, which probes it: the monotonic time its cool-down ends. It may be
+    # out of rotation without that, held out by another worker (`cells`).
+    ejected_until: float | None = None
     last_error: str | None = None
     last_failure_at: float = 0.0
     latency_ms: float | None = None
     requests: int = 0
     errors: int = 0
     probe: asyncio.Task[None] | None = field(default=None, repr=False)
-    shared: Any = field(default=None, repr=False)  # the ejection table's values, if shared
-    slot: int = 0  # this replica's entry in `shared`
+    cells: Any = field(default_factory=local_cells, repr=False)  # shared with the other workers
+    held_until: float = 0.0  # what this worker last wrote to cells[HELD_UNTIL]
 
     @property
     def healthy(self) -> bool:
-        """In rotation: not ejected by this worker, nor by another one for a while yet."""
+        """In rotation: not ejected by this worker, nor held out by any worker."""
         if self.ejected_until is not None:
             return False
-        shared = self.shared
-        return shared is None or shared[self.slot] <= time.monotonic()
+        held = self.cells[HELD_UNTIL]
+        return not held or held <= time.monotonic()
+
+    @property
+    def ejections(self) -> int:
+        """Consecutive ejections, by any worker: the cool-down doubles with each."""
+        return int(self.cells[EJECTIONS])
 
     def status(self) -> dict[str, Any]:
         return {
@@ -130,17 +111,22 @@ class Route:
         probe: Callable[[str], Awaitable[bool]],
         probe_interval: float,
         cooldown_max: float,
-        shared: Any = None,
-        first_slot: int = 0,
+        probe_timeout: float = 0.0,
+        cells: Sequence[Any] | None = None,
     ) -> None:
-        """`shared`: the values of `create_ejection_table()` (`.get_obj()`), with this route's
-        replicas from `first_slot` on (`ejection_slots()`); None: this worker's view alone."""
+        """`cells`: each replica's cells in the shared table (`ejections.replica_cells`); None:
+        this worker's own. `probe_timeout`: how long a probe may take to answer."""
         self.key = key
         self.urls = urls
-        self.replicas = [Replica(url, shared=shared, slot=first_slot + i) for i, url in enumerate(urls)]
+        self.replicas = [
+            Replica(url, cells=cells[i]) if cells is not None else Replica(url) for i, url in enumerate(urls)
+        ]
         self._probe = probe
         self._probe_interval = probe_interval
         self._cooldown_max = cooldown_max
+        # A hold must outlast the gap to the next probe's answer: an interval, the probe's own
+        # time, and an interval to spare.
+        self._hold_for = 2 * probe_interval + probe_timeout
         self._next = 0
         self._in_flight = {r.url: metrics.replica_in_flight.labels(key, r.url) for r in self.replicas}
 
@@ -150,9 +136,9 @@ class Route:
     def choose(self, exclude: set[Replica]) -> Replica | None:
         """The least-loaded healthy replica not yet tried, else the least recently failed one."""
         candidates = [r for r in self.replicas if r.healthy and r not in exclude]
-        if not candidates:
+        if not candidates:  # the one whose hold ends first, then the least recently failed here
             ejected = [r for r in self.replicas if r not in exclude]
-            return min(ejected, key=lambda r: r.last_failure_at) if ejected else None
+            return min(ejected, key=lambda r: (r.cells[HELD_UNTIL], r.last_failure_at)) if ejected else None
         fewest = min(r.in_flight for r in candidates)
         count = len(self.replicas)
         for offset in range(count):  # round-robin among the least loaded
@@ -176,8 +162,9 @@ class Route:
         sample = seconds * 1000
         previous = replica.latency_ms
         replica.latency_ms = sample if previous is None else previous + _LATENCY_WEIGHT * (sample - previous)
-        if replica.ejections and time.monotonic() - replica.returned_at > self._cooldown(replica):
-            replica.ejections = 0  # it stayed up longer than its last cool-down: not flapping
+        cells = replica.cells
+        if cells[EJECTIONS] and time.monotonic() - cells[RETURNED_AT] > self._cooldown(replica):
+            cells[EJECTIONS] = 0  # it stayed up longer than its last cool-down: not flapping
 
     def failed(self, replica: Replica, reason: str) -> None:
         replica.errors += 1
@@ -185,10 +172,10 @@ class Route:
         replica.last_failure_at = time.monotonic()
         metrics.replica_errors.labels(self.key, replica.url).inc()
         if replica.ejected_until is None:  # not ejected here yet (another worker may have)
-            replica.ejections += 1
-            replica.ejected_until = time.monotonic() + self._cooldown(replica)
-            # Past the cool-down, until the first probe has answered: it clears or extends this.
-            _hold(replica, replica.ejected_until + _HOLD_INTERVALS * self._probe_interval)
+            replica.cells[EJECTIONS] += 1
+            now = time.monotonic()
+            replica.ejected_until = now + self._cooldown(replica)
+            _hold(replica, max(replica.ejected_until, now + self._hold_for))
             metrics.replica_ejections.labels(self.key, replica.url).inc()
             if replica.probe is None or replica.probe.done():
                 replica.probe = asyncio.ensure_future(self._probe_until_back(replica))
@@ -197,18 +184,18 @@ class Route:
         return min(self._probe_interval * 2 ** max(replica.ejections - 1, 0), self._cooldown_max)
 
     async def _probe_until_back(self, replica: Replica) -> None:
-        while replica.ejected_until is not None:
+        cells = replica.cells
+        while (ejected_until := replica.ejected_until) is not None:
             await asyncio.sleep(self._probe_interval)
-            started = time.monotonic()
-            if await self._probe(replica.url) and time.monotonic() >= replica.ejected_until:
+            answered = await self._probe(replica.url)
+            now = time.monotonic()
+            if answered and now >= ejected_until:
                 replica.ejected_until = None
-                replica.returned_at = time.monotonic()
-                if replica.shared is not None:
-                    replica.shared[replica.slot] = 0.0  # back in every worker's rotation
-            else:  # still out: keep the other workers away until after the next probe
-                now = time.monotonic()
-                gap = self._probe_interval + (now - started)  # to the next probe's answer, about
-                _hold(replica, max(replica.ejected_until, now + _HOLD_INTERVALS * gap))
+                cells[RETURNED_AT] = now
+                if cells[HELD_UNTIL] == replica.held_until:  # no worker has held it longer since
+                    cells[HELD_UNTIL] = 0.0
+            else:  # still out: held out everywhere until past the next probe's answer
+                _hold(replica, max(ejected_until, now + self._hold_for))
 
     def close(self) -> None:
         for replica in self.replicas:
@@ -218,9 +205,9 @@ class Route:
 
 def _hold(replica: Replica, until: float) -> None:
     """Keep `replica` out of every worker's rotation until `until` (monotonic), at least."""
-    shared = replica.shared
-    if shared is not None and shared[replica.slot] < until:
-        shared[replica.slot] = until
+    cells = replica.cells
+    if cells[HELD_UNTIL] < until:
+        cells[HELD_UNTIL] = replica.held_until = until
 
 
 class Dispatch:
