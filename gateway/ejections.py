@@ -22,10 +22,11 @@ of its own rather than read other replicas' cells.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import multiprocessing
 from collections.abc import Mapping
 from typing import Any
+
+from .hashing import double_hash
 
 __all__ = ["EJECTIONS", "HELD_UNTIL", "RETURNED_AT", "create_table", "local_cells", "replica_cells"]
 
@@ -35,10 +36,8 @@ _HEADER = 1  # the layout's fingerprint
 
 
 def _fingerprint(routes: Mapping[str, tuple[str, ...]]) -> float:
-    """A stable, non-zero number for the routes' layout (52 bits: a double holds it exactly)."""
-    layout = "\n".join(f"{key}={','.join(routes[key])}" for key in sorted(routes))
-    digest = hashlib.blake2b(layout.encode(), digest_size=8).digest()
-    return float((int.from_bytes(digest, "little") >> 12) or 1)
+    """The routes' layout, as one double."""
+    return double_hash("\n".join(f"{key}={','.join(routes[key])}" for key in sorted(routes)))
 
 
 def create_table(routes: Mapping[str, tuple[str, ...]]) -> Any:

@@ -20,7 +20,6 @@ Three stores, one arithmetic:
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
 import multiprocessing
 import multiprocessing.sharedctypes
@@ -28,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .hashing import double_hash
 from .redis_store import RedisStore, StoreUnavailable
 
 __all__ = [
@@ -131,13 +131,6 @@ def create_shared_table() -> Any:
     return multiprocessing.Array(ctypes.c_double, 2 * TABLE_SLOTS)
 
 
-def _client_hash(client: str) -> float:
-    # A stable hash (Python's str hash differs per process), cut to 52 bits so a double holds it
-    # exactly; 0 marks a free slot.
-    digest = hashlib.blake2b(client.encode(), digest_size=8).digest()
-    return float((int.from_bytes(digest, "little") >> 12) or 1)
-
-
 class SharedMemoryLimiter:
     """All workers of one machine, through a table in shared memory.
 
@@ -159,7 +152,7 @@ class SharedMemoryLimiter:
         return self.hit_now(client)
 
     def hit_now(self, client: str) -> Decision:
-        key = _client_hash(client)
+        key = double_hash(client)  # never 0, which marks a free slot
         values = self._values
         with self._lock:
             now = time.monotonic()
@@ -172,7 +165,7 @@ class SharedMemoryLimiter:
 
     def sync(self, client: str, reset_after: float) -> None:
         """Take over another limiter's state: `client`'s bucket is full in `reset_after` seconds."""
-        key = _client_hash(client)
+        key = double_hash(client)  # never 0, which marks a free slot
         values = self._values
         with self._lock:
             now = time.monotonic()

@@ -23,8 +23,9 @@ replicas are out of rotation (below).
   sending it requests at once (for a host that drops packets, each such request would wait out
   the connect timeout). The worker that ejected it probes it: each probe that fails holds it out
   until past the next probe's answer, and the answer that brings it back clears the hold, unless
-  another worker has held it longer since. If that worker dies, the hold runs out within its
-  cool-down plus two probe intervals and a probe's timeout, and the next failure ejects it again.
+  another worker has held it longer since. If that worker dies, the hold runs out when its
+  cool-down is over or two probe intervals and a probe's timeout after the last probe, whichever
+  comes later, and the next failure ejects it again.
   The ejection count behind the growing cool-down, and the time it last came back, are shared
   too; the other figures (in flight, latency, errors) are each worker's own.
 """
@@ -118,9 +119,9 @@ class Route:
         this worker's own. `probe_timeout`: how long a probe may take to answer."""
         self.key = key
         self.urls = urls
-        self.replicas = [
-            Replica(url, cells=cells[i]) if cells is not None else Replica(url) for i, url in enumerate(urls)
-        ]
+        if cells is None:
+            cells = [local_cells() for _ in urls]
+        self.replicas = [Replica(url, cells=own) for url, own in zip(urls, cells, strict=True)]
         self._probe = probe
         self._probe_interval = probe_interval
         self._cooldown_max = cooldown_max
