@@ -70,10 +70,9 @@ def report(entries: list[Entry], base: Entry) -> str:
     lines = ["| server | median first chunk (ms) | against the gateway: mean difference ± s.e. | median difference |",
              "|---|--:|--:|--:|"]  # fmt: skip
     for entry in entries:
-        diffs = [a - b for a, b in zip(entry.medians, base.medians, strict=True)]
-        if entry is base:
-            cells = ["—", "—"]
-        else:
+        cells = ["—", "—"]
+        if entry is not base:
+            diffs = [a - b for a, b in zip(entry.medians, base.medians, strict=True)]
             error = statistics.stdev(diffs) / len(diffs) ** 0.5
             cells = [f"{statistics.mean(diffs):+.2f} ± {error:.2f} ms", f"{statistics.median(diffs):+.2f} ms"]
         lines.append(f"| {entry.label} | {statistics.median(entry.medians):.2f} | {cells[0]} | {cells[1]} |")
@@ -107,7 +106,7 @@ def main() -> None:
         fake = bench.start_fake()
         servers.append(fake)
         entries = [Entry("direct (fake)", fake.port, bench.raw_request("POST", target.direct_path, fake.port, target.direct_body))]  # fmt: skip
-        gateways = [("gateway (working tree)", str(bench.ROOT), [])]
+        gateways: list[tuple[str, str, list[str]]] = [("gateway (working tree)", str(bench.ROOT), [])]
         for ref in args.ref:
             folder, commit = bench.export_gateway(ref)
             folders.append(folder)

@@ -38,7 +38,7 @@ class _Upstream(asyncio.Protocol):
 class _Client(asyncio.Protocol):
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.upstream: asyncio.BaseTransport | None = None
+        self.upstream: asyncio.Transport | None = None
         self.pending: list[bytes] = []
         self.closed = False
 
@@ -65,7 +65,7 @@ class _Client(asyncio.Protocol):
         if self.upstream is None:
             self.pending.append(data)
         else:
-            self.upstream.write(data)  # type: ignore[attr-defined]
+            self.upstream.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
