@@ -49,6 +49,7 @@ from .redis_store import RedisStore, connect_redis
 from .replicas import Route
 from .requests import Request
 from .routing import Router
+from .sanic_config import ServerConfig
 from .server import (
     StopSignals,
     count_server_processes,
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
         error_handler=GatewayErrorHandler(),
         log_config=log_config(settings.log_level),
         request_class=Request,
+        config=ServerConfig(),
     )
     app.ctx.settings = settings
     app.ctx.cors_policy = CorsPolicy(settings.allow_origins)
