@@ -25,7 +25,8 @@ class Request(SanicRequest):
         stream = self.stream
         chunks: list[bytes] = []
         while stream is not None and stream.request_body:
-            data = await stream.read()
+            # Sanic's Http has read(); the Stream protocol it is typed as does not.
+            data = await stream.read()  # type: ignore[attr-defined]
             if data:
                 chunks.append(data)
         self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -15,11 +15,11 @@ from sanic.response.types import HEADER_TRANSLATION_TABLE
 __all__ = ["Response", "safe_header_text"]
 
 
-def safe_header_text(text: str) -> str:
-    """`text` without CR, LF and NUL: header injection and truncation are impossible."""
-    if "\r" in text or "\n" in text or "\x00" in text:
-        return text.translate(HEADER_TRANSLATION_TABLE)
-    return text
+def safe_header_text(value: str) -> str:
+    """`value` without CR, LF and NUL: header injection and truncation are impossible."""
+    if "\r" in value or "\n" in value or "\x00" in value:
+        return value.translate(HEADER_TRANSLATION_TABLE)
+    return value
 
 
 class Response(HTTPResponse):

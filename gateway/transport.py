@@ -32,7 +32,7 @@ from typing import Any
 import httptools
 import httpx
 
-__all__ = ["FastTransport", "content_type_of", "headers_from_triples"]
+__all__ = ["FastTransport", "content_type_of", "headers_from_triples", "release_if_read"]
 
 # Above this many unread body bytes, the socket stops being read until the consumer catches up.
 READ_HIGH_WATER = 256 * 1024
@@ -83,7 +83,7 @@ def headers_from_triples(items: list[tuple[bytes, ...]]) -> httpx.Headers:
     layout is httpx's (`_fast_headers_work()`, or a check of the caller's own).
     """
     headers = _new_headers(httpx.Headers)
-    headers._list = items  # type: ignore[attr-defined]
+    headers._list = items  # type: ignore[attr-defined,assignment]
     headers._encoding = None  # type: ignore[attr-defined]
     return headers
 
@@ -430,6 +430,33 @@ class _ResponseBody(httpx.AsyncByteStream):
                 self._owner._release(conn)
             else:
                 conn.abort()
+
+    def release_if_read(self) -> bool:
+        """Give the connection back now if the whole body has arrived and been read."""
+        conn = self._conn
+        if conn is not None:
+            if conn.chunks or not conn.complete:
+                return False
+            self._conn = None
+            self._owner._release(conn)
+        return True
+
+
+def release_if_read(response: httpx.Response) -> bool:
+    """Close `response` at once if it holds no unread part of its body.
+
+    True when it holds no connection any more: the body's end had arrived and been read (the
+    connection goes back to the pool now), or the body came with the head. False when more is
+    to come, or when the stream is not this transport's.
+    """
+    stream = response.stream
+    if type(stream) is _ResponseBody:
+        released = stream.release_if_read()
+    else:
+        released = type(stream) is httpx.ByteStream  # read with its head: nothing held
+    if released:
+        response.is_closed = True
+    return released
 
 
 class FastTransport(httpx.AsyncBaseTransport):

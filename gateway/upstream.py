@@ -21,7 +21,7 @@ import orjson
 from .errors import GatewayError, UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
 from .models_cache import ModelList
 from .settings import Settings
-from .transport import FastTransport, headers_from_triples
+from .transport import FastTransport, headers_from_triples, release_if_read
 
 __all__ = ["Upstream", "close_after_end", "close_response", "map_transport_error"]
 
@@ -72,9 +72,11 @@ def close_after_end(response: httpx.Response, within: float) -> None:
     A body read to its end gives its connection back to the pool; one closed before costs the
     next request a new connection. Meant for what follows a stream's [DONE] (vLLM writes the end
     of the chunked body apart): the handler returns at once, and a client that hangs up as soon
-    as it has [DONE] cannot cut the read short.
+    as it has [DONE] cannot cut the read short. When the end came with [DONE], as it mostly does,
+    the connection goes back at once, without a task.
     """
-    _in_background(_read_then_close(response, within))
+    if not release_if_read(response):
+        _in_background(_read_then_close(response, within))
 
 
 async def close_response(response: httpx.Response) -> None:
@@ -143,7 +145,8 @@ def _fast_post(
 
 def _fast_post_works() -> bool:
     """Whether `_fast_post` builds exactly what httpx's constructor does; checked once, at import."""
-    url, body, extensions = httpx.URL("http://127.0.0.1:8000/v1/chat/completions"), b'{"a":1}', {"timeout": {}}
+    url, body = httpx.URL("http://127.0.0.1:8000/v1/chat/completions"), b'{"a":1}'
+    extensions: dict[str, Any] = {"timeout": {}}
     try:
         fast = _fast_post(url, _STREAM_TRIPLES, b"r-1", body, extensions)
         public = _public_post(url, _STREAM_TRIPLES, b"r-1", body, extensions)
@@ -155,7 +158,7 @@ def _fast_post_works() -> bool:
             and fast.headers.raw == public.headers.raw
             and fast.headers.multi_items() == public.headers.multi_items()
             and type(fast.stream) is type(public.stream)
-            and list(fast.stream) == list(public.stream)  # type: ignore[call-overload]
+            and list(fast.stream) == list(public.stream)  # type: ignore[call-overload,arg-type]
         )
     except Exception:  # noqa: BLE001  # pragma: no cover - another httpx
         return False

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sanic import Blueprint
 from sanic_ext import openapi
-from swagger_ui_bundle import swagger_ui_path
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from .. import __version__
 

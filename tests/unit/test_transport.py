@@ -20,7 +20,14 @@ import uvloop
 
 from gateway import transport as transport_module
 from gateway import upstream as upstream_module
-from gateway.transport import READ_HIGH_WATER, STALE_CHECK_AFTER, FastTransport, content_type_of, headers_from_triples
+from gateway.transport import (
+    READ_HIGH_WATER,
+    STALE_CHECK_AFTER,
+    FastTransport,
+    content_type_of,
+    headers_from_triples,
+    release_if_read,
+)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 BOUND = 5.0  # seconds: no wait of these tests may last longer
@@ -239,6 +246,44 @@ async def test_sequential_requests_reuse_one_connection() -> None:
             assert b"".join([data async for data in response.aiter_raw()])
         await http.post(f"{server.url}/p", content=b"1")
     assert server.connections == 1
+
+
+async def test_a_stream_whose_end_came_with_its_last_event_is_released_without_reading_on() -> None:
+    release_now = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)  # 1: the end comes in the same write as [DONE]
+        writer.write(SSE_HEAD + chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        await read_request(reader)  # 2: the end comes later
+        writer.write(SSE_HEAD + chunk(b"data: [DONE]\n\n"))
+        await writer.drain()
+        async with asyncio.timeout(BOUND):
+            await release_now.wait()
+        writer.write(b"0\r\n\r\n")
+        await echo_json(reader, writer)
+
+    # As the gateway sends its streams: to the transport itself, whose body stream it reads.
+    transport = FastTransport()
+    async with Server(handler) as server, client(transport) as http:
+        async with asyncio.timeout(BOUND):
+            first = await transport.handle_async_request(httpx.Request("POST", f"{server.url}/s", content=b"{}"))
+            assert await anext(aiter(first.stream)) == b"data: [DONE]\n\n"  # type: ignore[call-overload]
+            assert release_if_read(first) and first.is_closed
+            second = await transport.handle_async_request(httpx.Request("POST", f"{server.url}/s", content=b"{}"))
+            assert await anext(aiter(second.stream)) == b"data: [DONE]\n\n"  # type: ignore[call-overload]
+            assert not release_if_read(second)  # its end is still to come: the connection is busy
+            release_now.set()
+            assert [data async for data in second.stream] == []  # type: ignore[union-attr]
+            assert (await http.post(f"{server.url}/p", content=b"3")).json()["body"] == 3
+    assert server.connections == 1
+
+
+async def test_a_response_read_with_its_head_holds_nothing_to_release() -> None:
+    transport = FastTransport()
+    async with Server(echo_json) as server:
+        response = await transport.handle_async_request(httpx.Request("POST", f"{server.url}/p", content=b"1"))
+        assert release_if_read(response)
+        await transport.aclose()
 
 
 async def test_the_most_recently_used_idle_connection_is_reused_first() -> None:
