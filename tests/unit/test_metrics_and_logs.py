@@ -3,14 +3,23 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import math
 from pathlib import Path
 
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry, Counter, multiprocess, values
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 
 from gateway.logs import ATOMIC_WRITE_BYTES, AccessLog, JSONFormatter
-from gateway.metrics import _deferred_value_class, flush_pending_writes, usage_tokens, write_after_each_loop_step
+from gateway.metrics import (
+    _Counter,
+    _deferred_value_class,
+    _Gauge,
+    _Histogram,
+    flush_pending_writes,
+    usage_tokens,
+    write_after_each_loop_step,
+)
 
 
 def test_usage_is_read_from_the_end_of_a_body() -> None:
@@ -125,3 +134,44 @@ def test_access_lines_written_directly_match_the_formatters_lines() -> None:
     }
     assert direct["time"].endswith("Z") and len(direct["time"]) == len("2026-11-26T19:00:00.123Z")
     assert empty == {"time": empty["time"], "level": "INFO", "logger": "gateway.access", "message": "request"}
+
+
+def _samples(registry: CollectorRegistry) -> list[tuple[str, dict[str, str], float]]:
+    return [
+        (s.name, s.labels, s.value)
+        for metric in registry.collect()
+        for s in metric.samples
+        if not s.name.endswith("_created")
+    ]
+
+
+def test_the_cheaper_metric_families_count_as_prometheus_clients_own() -> None:
+    buckets = (0.001, 0.01, 0.1, 1, 10)
+    amounts = [0.0, 0.001, 0.0010001, 0.05, 0.1, 3.0, 10.0, 11.0, math.inf, math.nan, -1.0]
+    results = []
+    for counter, gauge, histogram in ((Counter, Gauge, Histogram), (_Counter, _Gauge, _Histogram)):
+        registry = CollectorRegistry()
+        requests = counter("requests", "r", ["route"], registry=registry)
+        streams = gauge("streams", "s", registry=registry)
+        durations = histogram("duration", "d", ["route"], buckets=buckets, registry=registry)
+        for amount in amounts:
+            durations.labels("a").observe(amount)
+            requests.labels("a").inc()
+            streams.inc(2)
+            streams.dec()
+        requests.labels("b").inc(2.5)
+        results.append(_samples(registry))
+    stock, ours = results
+    assert repr(ours) == repr(stock)  # repr: NaN sums compare equal that way
+
+
+def test_the_cheaper_metric_families_refuse_what_prometheus_client_refuses() -> None:
+    registry = CollectorRegistry()
+    requests = _Counter("requests", "r", ["route"], registry=registry)
+    durations = _Histogram("duration", "d", ["route"], registry=registry)
+    with pytest.raises(ValueError):
+        requests.inc()  # a parent with label names has no value of its own
+    with pytest.raises(ValueError):
+        durations.observe(1.0)
+    with pytest.raises(ValueError):
+        requests.labels("a").inc(-1)

@@ -16,6 +16,9 @@ def test_header_values_cannot_inject_lines() -> None:
     response = Response(b"", headers={"x-note": "a\r\nset-cookie: evil=1\x00"})
     sent = dict(response.processed_headers)
     assert sent[b"x-note"] == b"aset-cookie: evil=1"
+    assert list(response.processed_headers) == list(
+        HTTPResponse(b"", headers={"x-note": "a\r\nset-cookie: evil=1\x00"}).processed_headers
+    )
     assert safe_header_text("plain value") == "plain value"
     assert safe_header_text("\n\r\x00") == ""
 
