@@ -102,19 +102,19 @@ class Proxy:
         route = await self._route(request, model_key, model)
         dispatch = Dispatch(route, self.settings.upstream_max_attempts)
         send = self._sender(request, endpoint, body, self.upstream.open_stream)
-        model_label = request.ctx.model or ""
+        ctx = request.ctx
+        model_label = ctx.model or ""
+        request_started = ctx.started
         relay = StreamRelay(
             request,
             route.key,
             lambda: dispatch.send(send),
             heartbeat_seconds=self.settings.sse_heartbeat_seconds,
             total_timeout_seconds=self.settings.total_timeout_seconds,
-            on_first_chunk=lambda: metrics.first_chunk_for(route.key).observe(
-                time.perf_counter() - request.ctx.started
-            ),
+            on_first_chunk=lambda: metrics.first_chunk_for(route.key).observe(time.perf_counter() - request_started),
             on_usage=lambda events: metrics.count_tokens(route.key, model_label, events),
         )
-        request.ctx.streaming = True  # the response middleware runs when the stream starts
+        ctx.streaming = True  # the response middleware runs when the stream starts
         self.streams.add(relay)
         metrics.active_streams.inc()
         started = time.perf_counter()
@@ -131,10 +131,10 @@ class Proxy:
             dispatch.release()
             metrics.active_streams.dec()
             self.streams.discard(relay)
-            request.ctx.upstream_status = relay.upstream_status
-            request.ctx.streaming = relay.started
+            ctx.upstream_status = relay.upstream_status
+            ctx.streaming = relay.started
             if relay.error is not None:
-                request.ctx.error = relay.error.code
+                ctx.error = relay.error.code
                 metrics.count_upstream_error(route.key, relay.error)
             elif relay.upstream_status is not None and relay.upstream_status >= 500:
                 metrics.count_upstream_error(route.key, relay.upstream_status)

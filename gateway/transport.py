@@ -124,6 +124,10 @@ def _response_headers(items: list[tuple[bytes, ...]]) -> Any:
     return headers_from_triples(items) if _FAST_HEADERS else items
 
 
+def _triples(pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, bytes]]:  # pragma: no cover - another httpx
+    return [(name, name, value) for name, value in pairs]
+
+
 def _expire(waiter: asyncio.Future[Any]) -> None:
     if not waiter.done():
         waiter.set_result(_TIMED_OUT)
@@ -491,7 +495,9 @@ class FastTransport(httpx.AsyncBaseTransport):
         timeouts = request.extensions.get("timeout") or _NO_TIMEOUTS
         method = request.method
         head = [_METHODS.get(method) or method.encode("ascii"), b" ", url.raw_path, _HTTP11]
-        for name, value in request.headers.raw:
+        # httpx's own (name, lower-cased name, value) list when its layout is known: `.raw`
+        # would copy it into pairs first.
+        for name, _, value in request.headers._list if _FAST_HEADERS else _triples(request.headers.raw):  # type: ignore[attr-defined]
             head += (name, _COLON, value, _CRLF)
         head.append(_CRLF)
         try:
