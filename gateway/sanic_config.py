@@ -3,11 +3,11 @@ Sanic's configuration, with the settings its connection code reads all the time 
 
 Sanic's `Config` is a dict whose keys are read as attributes through `__getattr__`. Python looks
 for a real attribute first, and builds an `AttributeError` (message formatted) before it falls
-back to `__getattr__`: some 2 µs a read. Sanic's HTTP/1.1 code reads eight settings that way on
-every connection and request (five when a connection opens, one per read of the socket, one per
-request, one when it closes). Here those eight are properties that read the dict in C: the
-values, and everything that writes them (`update`, `config.X = ...`, the `SANIC_` environment),
-stay Sanic's.
+back to `__getattr__`: 1.7 µs a read here, against 0.4 µs for a property. Sanic's HTTP/1.1 code
+reads eight settings that way on every connection and request (five when a connection opens, one
+per read of the socket, one per request, one when it closes). Here those eight are properties
+that read the dict in C: the values, and everything that writes them (`update`,
+`config.X = ...`, the `SANIC_` environment), stay Sanic's.
 """
 
 from __future__ import annotations
