@@ -157,17 +157,21 @@ def _deferred_value_class(pid: int) -> type:
     stock = values.MultiProcessValue(process_identifier=lambda: pid)
 
     class DeferredValue(stock):  # type: ignore[misc, valid-type]
+        # The first change since the last write schedules the next one; later ones only join it.
+
         def inc(self, amount: float) -> None:
             self._value += amount
             self._timestamp = 0.0
             _pending_writes[self] = None
-            _writes.request()
+            if len(_pending_writes) == 1:
+                _writes.request()
 
         def set(self, value: float, timestamp: float | None = None) -> None:
             self._value = value
             self._timestamp = timestamp or 0.0
             _pending_writes[self] = None
-            _writes.request()
+            if len(_pending_writes) == 1:
+                _writes.request()
 
     return DeferredValue
 

@@ -77,6 +77,36 @@ def test_multiprocess_values_reach_the_shared_file_after_the_current_loop_step(
     assert _scraped(tmp_path)["relayed_total"] == 6.0
 
 
+def test_every_value_changed_in_a_step_is_written_after_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(values, "ValueClass", _deferred_value_class(pid=4343))
+    registry = CollectorRegistry()
+    counter = Counter("relayed", "Relayed requests.", ["route"], registry=registry)
+    gauge = Gauge("open", "Open streams.", multiprocess_mode="livesum", registry=registry)
+
+    def scraped() -> dict[tuple[str, str], float]:
+        collector = CollectorRegistry()
+        multiprocess.MultiProcessCollector(collector, path=str(tmp_path))
+        return {(s.name, s.labels.get("route", "")): s.value for m in collector.collect() for s in m.samples}
+
+    async def steps() -> list[dict[tuple[str, str], float]]:
+        write_after_each_loop_step(asyncio.get_running_loop())
+        seen = []
+        for _ in range(2):  # two steps, each changing several values, one of them twice
+            counter.labels("chat").inc()
+            gauge.inc(2)
+            counter.labels("embed").inc()
+            counter.labels("chat").inc()
+            await asyncio.sleep(0)
+            seen.append(scraped())
+        write_after_each_loop_step(None)
+        return seen
+
+    first, second = asyncio.run(steps())
+    assert (first[("relayed_total", "chat")], first[("relayed_total", "embed")], first[("open", "")]) == (2, 1, 2)
+    assert (second[("relayed_total", "chat")], second[("relayed_total", "embed")], second[("open", "")]) == (4, 2, 4)
+
+
 class RecordingStream(io.StringIO):
     def __init__(self) -> None:
         super().__init__()
