@@ -19,17 +19,6 @@ from sanic.config import Config
 
 __all__ = ["HOT_SETTINGS", "ServerConfig"]
 
-HOT_SETTINGS = (
-    "ACCESS_LOG",
-    "GRACEFUL_TCP_CLOSE_TIMEOUT",
-    "KEEP_ALIVE",
-    "KEEP_ALIVE_TIMEOUT",
-    "REQUEST_BUFFER_SIZE",
-    "REQUEST_MAX_SIZE",
-    "REQUEST_TIMEOUT",
-    "RESPONSE_TIMEOUT",
-)
-
 
 def _dict_entry(key: str) -> property:
     """An attribute that is the dict's entry `key`, for reading and writing.
@@ -56,3 +45,7 @@ class ServerConfig(Config):
     REQUEST_MAX_SIZE = _dict_entry("REQUEST_MAX_SIZE")  # type: ignore[assignment]
     REQUEST_TIMEOUT = _dict_entry("REQUEST_TIMEOUT")  # type: ignore[assignment]
     RESPONSE_TIMEOUT = _dict_entry("RESPONSE_TIMEOUT")  # type: ignore[assignment]
+
+
+# The settings read as properties, as the class lists them.
+HOT_SETTINGS = tuple(name for name, member in vars(ServerConfig).items() if isinstance(member, property))

@@ -164,11 +164,17 @@ def start_fake() -> Server:
     return fake
 
 
+def gateway_env(code: str, port: int, fake: Server, workers: int) -> dict[str, str]:
+    """The environment a measured gateway runs with: `code`'s gateway/ on `port`, one route to `fake`."""
+    env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR") if key in os.environ}
+    env.update(PYTHONPATH=code, API_HOST=HOST, API_PORT=str(port), WORKERS=str(workers),
+               MODEL_ROUTE_bench=f"http://{HOST}:{fake.port}/v1", DEFAULT_MODEL_KEY="bench", RATE_LIMIT_PER_MIN="0")  # fmt: skip
+    return env
+
+
 def start_gateway(fake: Server, args: argparse.Namespace) -> Server:
     port = free_port()
-    env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR") if key in os.environ}
-    env.update(PYTHONPATH=args.code, API_HOST=HOST, API_PORT=str(port), WORKERS=str(args.workers),
-               MODEL_ROUTE_bench=f"http://{HOST}:{fake.port}/v1", DEFAULT_MODEL_KEY="bench", RATE_LIMIT_PER_MIN="0")  # fmt: skip
+    env = gateway_env(args.code, port, fake, args.workers)
     if args.quiet_logs:
         env["LOG_LEVEL"] = "WARNING"
     env.update(item.split("=", 1) for item in args.gateway_env)

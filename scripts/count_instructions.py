@@ -51,10 +51,7 @@ def count(code: str, fake: bench.Server, args: argparse.Namespace) -> int:
     """User-space instructions of the gateway's worker over `args.streams` streams."""
     target = next(t for t in bench.chat_targets(stream=True, chunks=args.chunks) if t.path == args.path)
     port, folder = bench.free_port(), tempfile.mkdtemp(prefix="count-instructions-")
-    env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR") if key in os.environ}
-    env.update(PYTHONPATH=code, API_HOST=bench.HOST, API_PORT=str(port), WORKERS="1", PIN_WORKERS="0",
-               MODEL_ROUTE_bench=f"http://{bench.HOST}:{fake.port}/v1", DEFAULT_MODEL_KEY="bench",
-               RATE_LIMIT_PER_MIN="0")  # fmt: skip
+    env = {**bench.gateway_env(code, port, fake, workers=1), "PIN_WORKERS": "0"}
     argv = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={folder}/cg.%p",
             sys.executable, "-c", LAUNCHER]  # fmt: skip
     gateway = bench.Server("gateway-callgrind", argv, env, folder)
