@@ -3,19 +3,22 @@ What a gateway adds to the first chunk of a burst of new streams, finely enough 
 versions of the code, or the gateway with the cheapest relay there is.
 
     .venv/bin/python scripts/burst_pairs.py [--pairs 60] [--ref COMMIT ...]
-        [--variant KEY=VAL[,KEY=VAL...] ...] [--relay] [--path /api/chat/stream]
+        [--variant KEY=VAL[,KEY=VAL...] ...] [--relay] [--sanic-relay] [--path /api/chat/stream]
 
 The servers: the fake vLLM server (the "direct" line), the working tree's gateway, one gateway per
 `--ref` (that commit's gateway/), one more of the working tree per `--variant` (with those extra
-environment variables), and with `--relay` scripts/tcp_relay.py, which only copies bytes. Every
-gateway runs as bench.py runs it (WORKERS=2, access log on).
+environment variables), with `--relay` scripts/tcp_relay.py, which only copies bytes, and with
+`--sanic-relay` scripts/sanic_relay.py, Sanic's own request path with nothing of the gateway's
+on top. Every gateway runs as bench.py runs it (WORKERS=2, access log on).
 
 Each round sends one burst of 50 streams (64 chunks 10 ms apart, bench.py's stream scenario) to
 each server in turn, in random order; a burst's figure is the median time from a request's send
 to its first content event. Against the first gateway, each server's differences are averaged over
-the rounds, with their standard error. Why pairs: the median of one burst swings by a millisecond
-from minute to minute on a shared VM, so six bursts (bench.py) cannot tell 0.3 ms apart; bursts
-taken side by side see the same minute, and their difference keeps only what the code changed.
+the rounds, with their standard error; beside them, the CPU time (user and system, from /proc) of
+the server's processes during its own bursts, per stream (the fake's own for the direct line).
+Why pairs: the median of one burst swings by a millisecond from minute to minute on a shared VM,
+so six bursts (bench.py) cannot tell 0.3 ms apart; bursts taken side by side see the same minute,
+and their difference keeps only what the code changed.
 Loopback only; every server is stopped at the end.
 """
 
@@ -43,13 +46,18 @@ class Entry:
     label: str
     port: int
     raw: bytes
+    server: bench.Server
+    pids: list[int] = field(default_factory=list)  # whose CPU time the server's bursts are charged
     medians: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0
 
 
 async def burst(entry: Entry) -> None:
+    cpu_before = bench.cpu_seconds(entry.pids)
     results = await asyncio.wait_for(
         asyncio.gather(*(bench.one_stream(entry.port, entry.raw) for _ in range(BURST))), 60
     )
+    entry.cpu_seconds += bench.cpu_seconds(entry.pids) - cpu_before
     firsts = [r.first * 1000 for r in results if r.done and r.first is not None]
     if len(firsts) < BURST:
         raise RuntimeError(f"{entry.label}: {BURST - len(firsts)} of {BURST} streams failed")
@@ -60,6 +68,7 @@ async def rounds(entries: list[Entry], pairs: int) -> None:
     for entry in entries:  # warm-up: pools, caches
         await burst(entry)
         entry.medians.clear()
+        entry.pids, entry.cpu_seconds = entry.server.pids(), 0.0  # every worker is up by now
     for _ in range(pairs):
         for entry in random.sample(entries, len(entries)):
             await burst(entry)
@@ -67,15 +76,18 @@ async def rounds(entries: list[Entry], pairs: int) -> None:
 
 
 def report(entries: list[Entry], base: Entry) -> str:
-    lines = ["| server | median first chunk (ms) | against the gateway: mean difference ± s.e. | median difference |",
-             "|---|--:|--:|--:|"]  # fmt: skip
+    head = "| server | median first chunk (ms) | against the gateway: mean difference ± s.e. | median difference |"
+    lines = [head + " CPU per stream (ms) |", "|---|--:|--:|--:|--:|"]
     for entry in entries:
         cells = ["—", "—"]
         if entry is not base:
             diffs = [a - b for a, b in zip(entry.medians, base.medians, strict=True)]
             error = statistics.stdev(diffs) / len(diffs) ** 0.5
             cells = [f"{statistics.mean(diffs):+.2f} ± {error:.2f} ms", f"{statistics.median(diffs):+.2f} ms"]
-        lines.append(f"| {entry.label} | {statistics.median(entry.medians):.2f} | {cells[0]} | {cells[1]} |")
+        cpu = entry.cpu_seconds * 1000 / (len(entry.medians) * BURST)
+        lines.append(
+            f"| {entry.label} | {statistics.median(entry.medians):.2f} | {cells[0]} | {cells[1]} | {cpu:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -86,6 +98,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VAL[,KEY=VAL]",
                         help="a working-tree gateway with these extra environment variables (repeatable)")  # fmt: skip
     parser.add_argument("--relay", action="store_true", help="also through scripts/tcp_relay.py")
+    parser.add_argument("--sanic-relay", action="store_true", help="also through scripts/sanic_relay.py")
     parser.add_argument("--path", default="/v1/chat/completions", choices=["/v1/chat/completions", "/api/chat/stream"])
     args = parser.parse_args()
     if args.pairs < 2:
@@ -105,7 +118,8 @@ def main() -> None:
     try:
         fake = bench.start_fake()
         servers.append(fake)
-        entries = [Entry("direct (fake)", fake.port, bench.raw_request("POST", target.direct_path, fake.port, target.direct_body))]  # fmt: skip
+        direct = bench.raw_request("POST", target.direct_path, fake.port, target.direct_body)
+        entries = [Entry("direct (fake)", fake.port, direct, fake)]
         gateways: list[tuple[str, str, list[str]]] = [("gateway (working tree)", str(bench.ROOT), [])]
         for ref in args.ref:
             folder, commit = bench.export_gateway(ref)
@@ -117,18 +131,20 @@ def main() -> None:
             gateway = bench.start_gateway(fake, options)  # type: ignore[arg-type]
             servers.append(gateway)
             folders.append(options.cwd)
-            entries.append(
-                Entry(label, gateway.port, bench.raw_request("POST", target.path, gateway.port, target.body))
-            )
-        if args.relay:
+            raw = bench.raw_request("POST", target.path, gateway.port, target.body)
+            entries.append(Entry(label, gateway.port, raw, gateway))
+        relays = [("tcp_relay.py", ["--processes", "2"])] if args.relay else []
+        relays += [("sanic_relay.py", ["--workers", "2"])] if args.sanic_relay else []
+        for script, options in relays:  # both take the fake's own request, on /v1
             port = bench.free_port()
-            argv = [sys.executable, str(bench.ROOT / "scripts" / "tcp_relay.py"), "--port", str(port),
-                    "--upstream-port", str(fake.port)]  # fmt: skip
-            relay = bench.Server("tcp-relay", argv, {}, str(bench.ROOT))
+            argv = [sys.executable, str(bench.ROOT / "scripts" / script), "--port", str(port),
+                    "--upstream-port", str(fake.port), *options]  # fmt: skip
+            relay = bench.Server(script, argv, {}, str(bench.ROOT))
             relay.port = port
             servers.append(relay)
             relay.wait_ready("/health")
-            entries.append(Entry("tcp_relay.py", port, bench.raw_request("POST", target.direct_path, port, target.direct_body)))  # fmt: skip
+            raw = bench.raw_request("POST", target.direct_path, port, target.direct_body)
+            entries.append(Entry(script, port, raw, relay))
         started = time.monotonic()
         asyncio.run(rounds(entries, args.pairs))
         print(f"{args.pairs} rounds of one burst of {BURST} streams per server, {args.path}, "
