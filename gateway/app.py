@@ -298,6 +298,7 @@ async def _stop_services(app: Sanic) -> None:
             deadline.cancel()
         for route in app.ctx.routes.values():
             route.close()
+        app.ctx.proxy.router.models.close()
         await app.ctx.upstream.aclose()
         if app.ctx.redis is not None:
             await app.ctx.redis.aclose()

@@ -4,9 +4,15 @@ The cache of each route's upstream `/models` list, used for routing by model and
 Two levels. Each worker keeps the lists it has seen until they expire, and concurrent misses
 for one route share one fetch (single flight). With Redis, the lists live there too, under
 `{REDIS_PREFIX}models:{route}`, with a short lock so that one worker of one instance fetches
-while the others wait for its result: every worker and every instance makes at most one
-upstream `/models` call per route per TTL. Local copies expire with the Redis entry they were
-read from. If Redis fails, the worker carries on with its local cache alone.
+while the others wait for its result: all workers of all instances make about one upstream
+`/models` call per route per TTL. Local copies expire with the Redis entry they were read from.
+If Redis fails, the worker carries on with its local cache alone.
+
+Refresh ahead: a list read in the last tenth of its lifetime is fetched again in the background
+while it is still served, so that as long as requests keep coming, none waits for `/models`
+(every 10 s, each worker's requests that route by model used to wait for an upstream round trip,
+which a busy vLLM answers slowly). No list is ever used past its TTL: when no request came in
+that last tenth, the next one waits for the fetch, as on a miss.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ __all__ = ["ModelList", "ModelsCache", "merge_listings"]
 
 # A route that could not be listed is asked again after this long (or the TTL, if shorter).
 FAILURE_TTL_SECONDS = 1.0
+# The last part of a list's lifetime in which reading it starts a refresh in the background.
+REFRESH_AHEAD_FRACTION = 0.1
 # How long a worker that lost the Redis fetch lock waits for the winner's result.
 LOCK_WAIT_SECONDS = 3.0
 LOCK_POLL_SECONDS = 0.02
@@ -72,6 +80,7 @@ def merge_listings(listings: Iterable[ModelList | None]) -> ModelList | None:
 class _Entry:
     value: ModelList | None  # None: the route could not be listed
     expires_at: float
+    refresh_at: float  # from then on a read starts a refresh in the background (monotonic)
 
 
 Fetch = Callable[[str], Awaitable[ModelList | None]]
@@ -86,6 +95,13 @@ class ModelsCache:
         self._store = store
         self._entries: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Future[_Entry]] = {}
+        self._refresh_margin = ttl_seconds * REFRESH_AHEAD_FRACTION
+        self._refreshes: set[asyncio.Task[_Entry]] = set()
+
+    def close(self) -> None:
+        """Cancel the refreshes running in the background (the worker is stopping)."""
+        for task in list(self._refreshes):
+            task.cancel()
 
     async def get(self, route_key: str) -> ModelList | None:
         return (await self._entry(route_key)).value
@@ -105,6 +121,8 @@ class ModelsCache:
             entry = self._entries.get(key)
             if entry is not None and entry.expires_at > now:
                 found[key] = entry.value
+                if now >= entry.refresh_at:
+                    self._refresh_ahead(key)
             else:
                 missing.append(key)
         if missing:  # only misses cost tasks; the common case, all cached, costs none
@@ -115,39 +133,95 @@ class ModelsCache:
 
     async def _entry(self, route_key: str) -> _Entry:
         entry = self._entries.get(route_key)
-        if entry is not None and entry.expires_at > time.monotonic():
+        now = time.monotonic()
+        if entry is not None and entry.expires_at > now:
+            if now >= entry.refresh_at:
+                self._refresh_ahead(route_key)
             return entry
         inflight = self._inflight.get(route_key)
         if inflight is None:
-            inflight = asyncio.get_running_loop().create_future()
-            self._inflight[route_key] = inflight
-            try:
-                entry = await self._load(route_key)
-            except BaseException as exc:
-                inflight.set_exception(exc)
-                inflight.exception()  # mark retrieved: waiters may be gone
-                raise
-            else:
-                inflight.set_result(entry)
-            finally:
-                del self._inflight[route_key]
-            self._entries[route_key] = entry
-            return entry
+            return await self._load_once(route_key, self._new_flight(route_key), ahead=False)
         # shield: one waiter's cancellation must not cancel the shared fetch.
-        return await asyncio.shield(inflight)
+        entry = await asyncio.shield(inflight)
+        if entry.expires_at <= time.monotonic():  # a refresh ahead that kept the list it had
+            return await self._entry(route_key)
+        return entry
 
-    async def _load(self, route_key: str) -> _Entry:
+    def _new_flight(self, route_key: str) -> asyncio.Future[_Entry]:
+        """The future that later misses of `route_key` wait on, registered at once."""
+        inflight = self._inflight[route_key] = asyncio.get_running_loop().create_future()
+        return inflight
+
+    async def _load_once(self, route_key: str, inflight: asyncio.Future[_Entry], ahead: bool) -> _Entry:
+        try:
+            entry = await self._load(route_key, ahead)
+        except BaseException as exc:
+            inflight.set_exception(exc)
+            inflight.exception()  # mark retrieved: waiters may be gone
+            raise
+        else:
+            inflight.set_result(entry)
+        finally:
+            del self._inflight[route_key]
+        self._entries[route_key] = entry
+        return entry
+
+    def _refresh_ahead(self, route_key: str) -> None:
+        """Fetch `route_key`'s list again in the background; its current one stays in use."""
+        if route_key in self._inflight:
+            return  # a fetch is on its way already
+        task = asyncio.ensure_future(self._load_once(route_key, self._new_flight(route_key), ahead=True))
+        self._refreshes.add(task)
+        task.add_done_callback(self._refresh_done)
+
+    def _refresh_done(self, task: asyncio.Task[_Entry]) -> None:
+        self._refreshes.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the waiters, if any, got it through the flight's future
+
+    async def _load(self, route_key: str, ahead: bool = False) -> _Entry:
+        current = self._entries.get(route_key) if ahead else None
         if self._store is not None:
             try:
+                if current is not None:
+                    return await self._refresh_shared(self._store, route_key, current)
                 return await self._load_shared(self._store, route_key)
             except StoreUnavailable:
                 pass
-        return self._make_entry(await self._fetch(route_key), self._ttl)
+        value = await self._fetch(route_key)
+        if value is None and current is not None and current.value is not None:
+            # The refresh failed while the list in use is still valid: it stays until it expires,
+            # and then the next request fetches it again, as on a miss.
+            current.refresh_at = current.expires_at
+            return current
+        return self._make_entry(value, self._ttl)
 
     def _make_entry(self, value: ModelList | None, ttl: float) -> _Entry:
-        if value is None:
-            ttl = min(ttl, FAILURE_TTL_SECONDS)
-        return _Entry(value=value, expires_at=time.monotonic() + ttl)
+        expires_at = time.monotonic() + (ttl if value is not None else min(ttl, FAILURE_TTL_SECONDS))
+        # A route that could not be listed is not refreshed ahead: the next request after its
+        # short retry delay asks again.
+        refresh_at = expires_at - self._refresh_margin if value is not None else expires_at
+        return _Entry(value=value, expires_at=expires_at, refresh_at=refresh_at)
+
+    async def _refresh_shared(self, store: RedisStore, route_key: str, current: _Entry) -> _Entry:
+        """A refresh ahead with Redis: take a list another worker or instance stored since,
+        else fetch and store one if this worker gets the lock, else keep the current one (the
+        lock's holder is fetching it; a later read takes it from Redis)."""
+        key = store.key("models", route_key)
+        lock = store.key("models", route_key, "lock")
+        cached = await store.run("models cache", lambda r: _get_with_ttl(r, key))
+        if cached is not None and cached[1] > self._refresh_margin * 1000:
+            data, ttl_ms = cached
+            return self._make_entry(ModelList.from_json(data), ttl_ms / 1000)
+        if not await _take_lock(store, lock):
+            # Not before the lock's holder may have stored its list: no Redis call per request.
+            current.refresh_at = min(time.monotonic() + LOCK_POLL_SECONDS, current.expires_at)
+            return current
+        value = await self._fetch_and_share(store, route_key, key, lock)
+        if value is None:  # the list in use stays until it expires, as without Redis
+            current.refresh_at = current.expires_at
+            return current
+        return self._make_entry(value, self._ttl)
 
     async def _load_shared(self, store: RedisStore, route_key: str) -> _Entry:
         key = store.key("models", route_key)
@@ -163,14 +237,16 @@ class ModelsCache:
                 return self._make_entry(ModelList.from_json(data), max(ttl_ms, 1) / 1000)
             if won or time.monotonic() >= deadline:
                 break
-            won = bool(
-                await store.run("models cache", lambda r: r.set(lock, b"1", nx=True, px=int(LOCK_WAIT_SECONDS * 1000)))
-            )
+            won = await _take_lock(store, lock)
             # A lock won is checked once more before fetching: the previous holder may have
             # stored its listing and let go between our read and our lock.
             if not won:
                 await asyncio.sleep(LOCK_POLL_SECONDS)
 
+        return self._make_entry(await self._fetch_and_share(store, route_key, key, lock), self._ttl)
+
+    async def _fetch_and_share(self, store: RedisStore, route_key: str, key: str, lock: str) -> ModelList | None:
+        """Fetch the list upstream (the lock is ours), store it in Redis, and let the lock go."""
         value = await self._fetch(route_key)
         try:
             if value is not None:
@@ -178,7 +254,11 @@ class ModelsCache:
             await store.run("models cache", lambda r: r.delete(lock))
         except StoreUnavailable:
             pass
-        return self._make_entry(value, self._ttl)
+        return value
+
+
+async def _take_lock(store: RedisStore, lock: str) -> bool:
+    return bool(await store.run("models cache", lambda r: r.set(lock, b"1", nx=True, px=int(LOCK_WAIT_SECONDS * 1000))))
 
 
 async def _get_with_ttl(client: Any, key: str) -> tuple[bytes, int] | None:

@@ -194,6 +194,28 @@ def test_models_cache_is_shared_through_redis(
     assert embed_upstream.stats()["requests"].get("/v1/models", 0) == 1
 
 
+def test_routing_by_model_does_not_wait_for_the_models_list_to_be_refreshed(
+    start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM
+) -> None:
+    # The list lives 3 s; each /models answer now takes 0.25 s. Requests that keep coming get
+    # the list in use while it is fetched again in the background, never a 0.25 s wait.
+    gateway = start_gateway(workers=1, MODEL_ROUTE_chat=chat_upstream.url, MODELS_CACHE_TTL_SECONDS="3")
+    with httpx.Client(timeout=10) as client:
+        assert client.post(f"{gateway.url}/v1/chat/completions", json=CHAT).status_code == 200
+        listed_at = time.monotonic()
+        chat_upstream.reset()
+        chat_upstream.configure(models_delay=0.25)
+        slowest, statuses = 0.0, set()
+        while time.monotonic() - listed_at < 4.0:  # past the first list's end, 3 s after it came
+            started = time.monotonic()
+            statuses.add(client.post(f"{gateway.url}/v1/chat/completions", json=CHAT).status_code)
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.03)
+    assert statuses == {200}
+    assert chat_upstream.stats()["requests"].get("/v1/models", 0) == 1  # refreshed once, ahead
+    assert slowest < 0.2
+
+
 def test_models_cache_survives_a_redis_outage(start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM) -> None:
     gateway = start_gateway(
         workers=1, MODEL_ROUTE_chat=chat_upstream.url, USE_REDIS="true", REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import TypeVar
 
 import pytest
 from redis import RedisError
 from redis.asyncio import Redis
 
+from gateway import models_cache
 from gateway.models_cache import ModelList, ModelsCache
 from gateway.redis_store import RedisStore, connect_redis
 
@@ -28,6 +31,107 @@ class CountingFetch:
         self.calls += 1
         await asyncio.sleep(self.delay)
         return self.result
+
+
+class BlockingFetch:
+    """A fetch that returns `results` in turn, each once the test lets it through (`release()`
+    opens the gate, `hold()` closes it again)."""
+
+    def __init__(self, *results: ModelList | None) -> None:
+        self.results, self.calls = list(results), 0
+        self._gate = asyncio.Event()
+
+    async def __call__(self, key: str) -> ModelList | None:
+        self.calls += 1
+        await self._gate.wait()
+        return self.results.pop(0)
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def hold(self) -> None:
+        self._gate.clear()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The cache's monotonic clock, moved forward by the test: `clock[0]` seconds ahead."""
+    ahead = [0.0]
+    monkeypatch.setattr(models_cache, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + ahead[0]))
+    return ahead
+
+
+async def settle(cache: ModelsCache) -> None:
+    """Wait for the cache's background refreshes (bounded)."""
+    for _ in range(200):
+        if not cache._refreshes:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("a background refresh did not finish")
+
+
+async def listed_once(fetch: BlockingFetch) -> ModelsCache:
+    """A cache (TTL 10 s) that has fetched its first list from `fetch`, the gate left open."""
+    fetch.release()
+    cache = ModelsCache(fetch, ttl_seconds=10)
+    await cache.ids("a")
+    return cache
+
+
+async def test_a_list_read_in_its_last_tenth_is_refreshed_in_the_background(clock: list[float]) -> None:
+    fetch = BlockingFetch(listing("old"), listing("new"))
+    cache = await listed_once(fetch)
+    assert await cache.ids("a") == frozenset({"old"})
+    fetch.hold()
+    clock[0] = 8.5  # not yet in the last tenth: nothing happens
+    assert await cache.ids("a") == frozenset({"old"})
+    assert fetch.calls == 1
+    clock[0] = 9.5
+    # Every read in the window gets the current list at once, while one refresh is under way.
+    for _ in range(5):
+        assert await asyncio.wait_for(cache.ids("a"), 1) == frozenset({"old"})
+    assert (await cache.get_many(["a"]))["a"] == listing("old")
+    assert fetch.calls == 2
+    fetch.release()
+    await settle(cache)
+    assert await cache.ids("a") == frozenset({"new"})
+    clock[0] = 18.0  # the new list lives a full TTL from its fetch
+    assert await cache.ids("a") == frozenset({"new"})
+    assert fetch.calls == 2
+
+
+async def test_a_list_not_read_before_its_end_is_fetched_by_the_next_request(clock: list[float]) -> None:
+    fetch = BlockingFetch(listing("old"), listing("new"))
+    cache = await listed_once(fetch)
+    clock[0] = 10.5  # past the TTL: never served, whatever the refresh window was
+    assert await cache.ids("a") == frozenset({"new"})
+    assert fetch.calls == 2
+
+
+async def test_a_failed_refresh_keeps_the_list_until_it_expires(clock: list[float]) -> None:
+    fetch = BlockingFetch(listing("old"), None, listing("back"))
+    cache = await listed_once(fetch)
+    clock[0] = 9.5
+    assert await cache.ids("a") == frozenset({"old"})
+    await settle(cache)
+    assert await cache.ids("a") == frozenset({"old"})  # no second refresh before it expires
+    assert fetch.calls == 2
+    clock[0] = 10.5
+    assert await cache.ids("a") == frozenset({"back"})
+    assert fetch.calls == 3
+
+
+async def test_close_cancels_a_refresh_under_way(clock: list[float]) -> None:
+    fetch = BlockingFetch(listing("old"), listing("new"))
+    cache = await listed_once(fetch)
+    fetch.hold()
+    clock[0] = 9.5
+    await cache.ids("a")
+    await asyncio.sleep(0)
+    assert fetch.calls == 2
+    cache.close()
+    await settle(cache)
+    assert await cache.ids("a") == frozenset({"old"})
 
 
 async def test_concurrent_misses_make_one_fetch() -> None:
@@ -96,6 +200,60 @@ async def test_caches_sharing_redis_make_one_fetch_per_ttl(redis_prefix: str) ->
     assert fetch.calls == 1
     await asyncio.sleep(0.6)
     await asyncio.gather(*(cache.ids("a") for cache in caches))
+    assert fetch.calls == 2
+    for store in stores:
+        await store.aclose()
+
+
+async def test_a_refresh_ahead_with_redis_is_fetched_once_for_every_cache(
+    redis_prefix: str, clock: list[float]
+) -> None:
+    fetch = BlockingFetch(listing("old"), listing("new"))
+    fetch.release()
+    stores = [RedisStore(connect_redis(REDIS_URL), redis_prefix) for _ in range(2)]
+    first, second = (ModelsCache(fetch, ttl_seconds=10, store=store) for store in stores)
+    assert await first.ids("a") == await second.ids("a") == frozenset({"old"})
+    assert fetch.calls == 1
+    clock[0] = 9.5  # both local copies in their last tenth, and the shared one about to expire:
+    await stores[0].client.pexpire(stores[0].key("models", "a"), 300)
+    assert await first.ids("a") == frozenset({"old"})  # served at once; this one refreshes it
+    await settle(first)
+    assert fetch.calls == 2
+    assert await first.ids("a") == frozenset({"new"})
+    assert await second.ids("a") == frozenset({"old"})  # its own copy, still valid, while it
+    await settle(second)  # takes the list the first one stored, without a fetch of its own
+    assert await second.ids("a") == frozenset({"new"})
+    assert fetch.calls == 2
+    assert await stores[0].client.exists(stores[0].key("models", "a", "lock")) == 0
+    for store in stores:
+        await store.aclose()
+
+
+async def test_a_refresh_ahead_that_finds_the_lock_taken_keeps_its_list(redis_prefix: str, clock: list[float]) -> None:
+    fetch = BlockingFetch(listing("old"), listing("new"))
+    fetch.release()
+    stores = [RedisStore(connect_redis(REDIS_URL), redis_prefix) for _ in range(2)]
+    first, second = (ModelsCache(fetch, ttl_seconds=10, store=store) for store in stores)
+    await first.ids("a")
+    await second.ids("a")
+    fetch.hold()
+    clock[0] = 9.5
+    await stores[0].client.pexpire(stores[0].key("models", "a"), 300)
+    await first.ids("a")  # takes the lock, and waits in its fetch
+    for _ in range(200):
+        if fetch.calls == 2:
+            break
+        await asyncio.sleep(0.005)
+    assert await second.ids("a") == frozenset({"old"})
+    await settle(second)  # lost the lock: no fetch of its own, the list it has stays in use
+    assert fetch.calls == 2
+    assert await second.ids("a") == frozenset({"old"})
+    fetch.release()
+    await settle(first)
+    clock[0] = 9.6
+    await second.ids("a")
+    await settle(second)
+    assert await second.ids("a") == frozenset({"new"})
     assert fetch.calls == 2
     for store in stores:
         await store.aclose()
