@@ -43,7 +43,7 @@ class BlockingFetch:
 
     async def __call__(self, key: str) -> ModelList | None:
         self.calls += 1
-        await self._gate.wait()
+        await asyncio.wait_for(self._gate.wait(), 5)  # a test that forgot to open it fails
         return self.results.pop(0)
 
     def release(self) -> None:
