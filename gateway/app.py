@@ -264,6 +264,7 @@ async def _start_services(app: Sanic) -> None:
     app.ctx.upstream = upstream
     app.ctx.redis = store
     app.ctx.routes = routes
+    app.ctx.models = models
     app.ctx.guard = Guard(settings, limiter, ClientIP(parse_networks(settings.trusted_proxies)))
     app.ctx.proxy = Proxy(settings, Router(settings, routes, models), upstream)
     loop = asyncio.get_running_loop()
@@ -298,7 +299,7 @@ async def _stop_services(app: Sanic) -> None:
             deadline.cancel()
         for route in app.ctx.routes.values():
             route.close()
-        app.ctx.proxy.router.models.close()
+        app.ctx.models.close()
         await app.ctx.upstream.aclose()
         if app.ctx.redis is not None:
             await app.ctx.redis.aclose()

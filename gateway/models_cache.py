@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,11 +118,9 @@ class ModelsCache:
         found: dict[str, ModelList | None] = {}
         missing: list[str] = []
         for key in keys:
-            entry = self._entries.get(key)
-            if entry is not None and entry.expires_at > now:
+            entry = self._cached(key, now)
+            if entry is not None:
                 found[key] = entry.value
-                if now >= entry.refresh_at:
-                    self._refresh_ahead(key)
             else:
                 missing.append(key)
         if missing:  # only misses cost tasks; the common case, all cached, costs none
@@ -131,16 +129,22 @@ class ModelsCache:
             found = {key: found[key] for key in keys}  # in the routes' order
         return found
 
-    async def _entry(self, route_key: str) -> _Entry:
+    def _cached(self, route_key: str, now: float) -> _Entry | None:
+        """The route's entry while it is valid; read in its last tenth, it starts a refresh."""
         entry = self._entries.get(route_key)
-        now = time.monotonic()
-        if entry is not None and entry.expires_at > now:
-            if now >= entry.refresh_at:
-                self._refresh_ahead(route_key)
+        if entry is None or entry.expires_at <= now:
+            return None
+        if now >= entry.refresh_at:
+            self._refresh_ahead(route_key, entry)
+        return entry
+
+    async def _entry(self, route_key: str) -> _Entry:
+        entry = self._cached(route_key, time.monotonic())
+        if entry is not None:
             return entry
         inflight = self._inflight.get(route_key)
         if inflight is None:
-            return await self._load_once(route_key, self._new_flight(route_key), ahead=False)
+            return await self._load_once(route_key, self._new_flight(route_key), self._load(route_key))
         # shield: one waiter's cancellation must not cancel the shared fetch.
         entry = await asyncio.shield(inflight)
         if entry.expires_at <= time.monotonic():  # a refresh ahead that kept the list it had
@@ -152,9 +156,11 @@ class ModelsCache:
         inflight = self._inflight[route_key] = asyncio.get_running_loop().create_future()
         return inflight
 
-    async def _load_once(self, route_key: str, inflight: asyncio.Future[_Entry], ahead: bool) -> _Entry:
+    async def _load_once(
+        self, route_key: str, inflight: asyncio.Future[_Entry], loading: Coroutine[Any, Any, _Entry]
+    ) -> _Entry:
         try:
-            entry = await self._load(route_key, ahead)
+            entry = await loading
         except BaseException as exc:
             inflight.set_exception(exc)
             inflight.exception()  # mark retrieved: waiters may be gone
@@ -166,11 +172,12 @@ class ModelsCache:
         self._entries[route_key] = entry
         return entry
 
-    def _refresh_ahead(self, route_key: str) -> None:
-        """Fetch `route_key`'s list again in the background; its current one stays in use."""
+    def _refresh_ahead(self, route_key: str, current: _Entry) -> None:
+        """Fetch `route_key`'s list again in the background; `current` stays in use meanwhile."""
         if route_key in self._inflight:
             return  # a fetch is on its way already
-        task = asyncio.ensure_future(self._load_once(route_key, self._new_flight(route_key), ahead=True))
+        flight = self._new_flight(route_key)
+        task = asyncio.ensure_future(self._load_once(route_key, flight, self._refresh(route_key, current)))
         self._refreshes.add(task)
         task.add_done_callback(self._refresh_done)
 
@@ -179,19 +186,26 @@ class ModelsCache:
         if not task.cancelled():
             task.exception()  # retrieved: the waiters, if any, got it through the flight's future
 
-    async def _load(self, route_key: str, ahead: bool = False) -> _Entry:
-        current = self._entries.get(route_key) if ahead else None
+    async def _load(self, route_key: str) -> _Entry:
         if self._store is not None:
             try:
-                if current is not None:
-                    return await self._refresh_shared(self._store, route_key, current)
                 return await self._load_shared(self._store, route_key)
             except StoreUnavailable:
                 pass
-        value = await self._fetch(route_key)
-        if value is None and current is not None and current.value is not None:
-            # The refresh failed while the list in use is still valid: it stays until it expires,
-            # and then the next request fetches it again, as on a miss.
+        return self._make_entry(await self._fetch(route_key), self._ttl)
+
+    async def _refresh(self, route_key: str, current: _Entry) -> _Entry:
+        if self._store is not None:
+            try:
+                return await self._refresh_shared(self._store, route_key, current)
+            except StoreUnavailable:
+                pass
+        return self._refreshed(current, await self._fetch(route_key))
+
+    def _refreshed(self, current: _Entry, value: ModelList | None) -> _Entry:
+        """The entry after a refresh that fetched `value`. A failed refresh leaves the list in
+        use until it expires; the next request after that fetches it again, as on a miss."""
+        if value is None:
             current.refresh_at = current.expires_at
             return current
         return self._make_entry(value, self._ttl)
@@ -217,11 +231,7 @@ class ModelsCache:
             # Not before the lock's holder may have stored its list: no Redis call per request.
             current.refresh_at = min(time.monotonic() + LOCK_POLL_SECONDS, current.expires_at)
             return current
-        value = await self._fetch_and_share(store, route_key, key, lock)
-        if value is None:  # the list in use stays until it expires, as without Redis
-            current.refresh_at = current.expires_at
-            return current
-        return self._make_entry(value, self._ttl)
+        return self._refreshed(current, await self._fetch_and_share(store, route_key, key, lock))
 
     async def _load_shared(self, store: RedisStore, route_key: str) -> _Entry:
         key = store.key("models", route_key)
