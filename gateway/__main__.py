@@ -14,6 +14,7 @@ from sanic.worker.loader import AppLoader
 
 from .app import create_app, load_or_exit
 from .listener import bind_port, stop_listening_at_shutdown
+from .sanic_protocol import GatewayHttpProtocol
 from .server import raise_open_file_limit
 
 # Sanic's default of 100 pending connections drops bursts (1,000 clients opening streams at once
@@ -37,7 +38,14 @@ def main() -> None:
     stop_listening_at_shutdown(sock)
     loader = AppLoader(factory=create_app)
     app = loader.load()
-    app.prepare(sock=sock, workers=settings.workers, backlog=LISTEN_BACKLOG, access_log=False, motd=False)
+    app.prepare(
+        sock=sock,
+        workers=settings.workers,
+        backlog=LISTEN_BACKLOG,
+        access_log=False,
+        motd=False,
+        protocol=GatewayHttpProtocol,
+    )
     Sanic.serve(primary=app, app_loader=loader)
 
 

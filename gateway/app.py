@@ -36,7 +36,7 @@ from . import metrics as metrics_module
 from .access import access_log, record_request
 from .blueprints.docs import UI_CONFIG as DOCS_UI_CONFIG
 from .client_ip import ClientIP, parse_networks
-from .cors import CorsPolicy
+from .cors import ALLOW_HEADERS, CorsPolicy
 from .errors import GatewayErrorHandler
 from .guard import Guard
 from .listener import listen_alone
@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
         config=ServerConfig(),
     )
     app.ctx.settings = settings
-    app.ctx.cors_policy = CorsPolicy(settings.allow_origins)
+    app.ctx.cors_policy = CorsPolicy(settings.allow_origins, ALLOW_HEADERS + settings.cors_allow_headers)
     # Tests may put an `httpx.MockTransport` here before the server starts; None: the real one.
     app.ctx.upstream_transport = None
     # A per-process limiter for single-process runs (tests), where no main process prepares
@@ -132,6 +132,9 @@ def create_app(settings: Settings | None = None) -> Sanic:
 def _configure(app: Sanic, settings: Settings) -> None:
     app.config.update(
         REQUEST_MAX_SIZE=settings.max_body_bytes,
+        # Sanic's own, counted from the last byte; gateway/sanic_protocol.py adds a deadline for the
+        # whole head and the body's idle limit.
+        REQUEST_TIMEOUT=settings.request_head_timeout_seconds,
         GRACEFUL_SHUTDOWN_TIMEOUT=settings.graceful_shutdown_seconds,
         # Sanic's response timeout also bounds the wait for a non-streaming upstream answer and
         # the silence between two writes of a stream; the upstream timeouts decide instead.

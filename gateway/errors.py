@@ -11,15 +11,27 @@ The hierarchy (status in brackets):
     │   └── UnknownRouteKey [404]
     ├── MethodNotAllowed [405]
     ├── RoutingConflict [409]
+    │   ├── ModelRequired [409; /v1: 400]
+    │   ├── AmbiguousModel [409; /v1: 400]
+    │   └── ModelNotServed [409; /v1: 404 model_not_found]
     ├── PayloadTooLarge [413]
     ├── RateLimited [429]
     ├── UpstreamError [502]
     │   ├── UpstreamUnavailable [502]   connection refused, reset, DNS
+    │   │   └── NoUpstreamConfigured [502, not to be retried]
     │   └── UpstreamProtocolError [502] broken framing or a dropped stream
     └── UpstreamTimeout [504]
 
 Each renders as `{"error": {"message": str, "type": str, "code": str}}`. Errors that vLLM
 itself returns are not in this tree: they are relayed with vLLM's own status and body.
+
+On `/v1` the clients are OpenAI's SDKs, so errors read as OpenAI's do: the envelope also holds
+`param` (the request field at fault, or null), and an error may take another status there. The
+SDKs retry 408, 409, 429 and every 5xx twice by default, so a routing mistake that the seed
+answers with 409 (a typo in `model`) would cost three requests, three rate-limit tokens and
+about a second; on `/v1` it is what OpenAI answers instead (404 `model_not_found`, or 400). A
+5xx that no retry can mend (no upstream configured) carries `x-should-retry: false`, which the
+SDKs obey.
 """
 
 from __future__ import annotations
@@ -37,11 +49,15 @@ from sanic.handlers import ErrorHandler
 from .responses import Response
 
 __all__ = [
+    "AmbiguousModel",
     "BadRequest",
     "GatewayError",
     "GatewayErrorHandler",
     "MethodNotAllowed",
     "ModelNotAllowed",
+    "ModelNotServed",
+    "ModelRequired",
+    "NoUpstreamConfigured",
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
@@ -64,16 +80,40 @@ class GatewayError(Exception):
     status: int = 500
     type: str = "internal_error"
     code: str = "internal_error"
+    # The request field at fault (OpenAI's `param`), where there is one.
+    param: str | None = None
+    # How the error reads on `/v1` when that differs: (status, type, code).
+    openai: tuple[int, str, str] | None = None
+    # False: retrying cannot help (`x-should-retry: false` for the SDKs, which retry every 5xx).
+    retryable: bool = True
 
-    def __init__(self, message: str, *, code: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if param is not None:
+            self.param = param
         self.headers: dict[str, str] = dict(headers or {})
+        if not self.retryable:
+            self.headers["x-should-retry"] = "false"
 
     def to_json(self) -> bytes:
         return error_body(self.message, self.type, self.code)
+
+    def render(self, openai: bool) -> tuple[int, str, bytes]:
+        """The status, code and body: as OpenAI's API would answer when `openai`, else as `/api`."""
+        if not openai:
+            return self.status, self.code, self.to_json()
+        status, type_, code = self.openai or (self.status, self.type, self.code)
+        return status, code, openai_error_body(self.message, type_, code, self.param)
 
 
 class BadRequest(GatewayError):
@@ -116,6 +156,28 @@ class RoutingConflict(GatewayError):
     """No route, or more than one, serves the requested model."""
 
     status, type, code = 409, "routing_error", "model_route_conflict"
+    param = "model"
+
+
+class ModelRequired(RoutingConflict):
+    """Neither a model nor a route is named, and no default decides."""
+
+    code = "model_required"
+    openai = (400, "invalid_request_error", "model_required")
+
+
+class AmbiguousModel(RoutingConflict):
+    """Several routes serve the model: `modelKey` must choose."""
+
+    code = "ambiguous_model"
+    openai = (400, "invalid_request_error", "ambiguous_model")
+
+
+class ModelNotServed(RoutingConflict):
+    """No route serves the model, or not the route `modelKey` names."""
+
+    code = "model_not_served"
+    openai = (404, "invalid_request_error", "model_not_found")
 
 
 class PayloadTooLarge(GatewayError):
@@ -142,6 +204,13 @@ class UpstreamUnavailable(UpstreamError):
     code = "upstream_unavailable"
 
 
+class NoUpstreamConfigured(UpstreamUnavailable):
+    """No route is configured at all: an operator's mistake, which no retry mends."""
+
+    code = "no_upstream_configured"
+    retryable = False
+
+
 class UpstreamProtocolError(UpstreamError):
     """The upstream broke HTTP or SSE framing, or dropped a response half-way."""
 
@@ -156,6 +225,16 @@ class UpstreamTimeout(GatewayError):
 
 def error_body(message: str, type: str, code: str | int) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": type, "code": code}})
+
+
+def openai_error_body(message: str, type: str, code: str | int, param: str | None = None) -> bytes:
+    """OpenAI's envelope: `param` is always there, null when no field is at fault."""
+    return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
+
+
+def is_openai_path(path: str) -> bool:
+    """Whether `path` is on the OpenAI-compatible surface, whose errors read as OpenAI's."""
+    return path.startswith("/v1/") or path == "/v1"
 
 
 # Sanic raises its own exceptions before our handlers run (unknown path, wrong method, body too
@@ -183,16 +262,18 @@ class GatewayErrorHandler(ErrorHandler):
         if isinstance(exception, asyncio.CancelledError):
             # The client hung up (Sanic's RequestCancelled): nobody will read this; no alarm.
             return _json_response(499, error_body("client closed the request", "client_closed", "client_closed"))
+        openai = is_openai_path(request.path)
         if isinstance(exception, GatewayError):
-            status, code, body = exception.status, exception.code, exception.to_json()
+            status, code, body = exception.render(openai)
             headers: Mapping[str, Any] = exception.headers
         elif isinstance(exception, SanicException):
             status = int(getattr(exception, "status_code", 500) or 500)
             type_, code = _SANIC_CODES.get(status, ("internal_error", "internal_error"))
-            message = _sanic_message(exception, status)
+            message = _sanic_message(request, exception, status)
             if status >= 500:
                 logger.error("server error: %s", message, exc_info=exception, extra=_request_id(request))
-            body, headers = error_body(message, type_, code), getattr(exception, "headers", None) or {}
+            body = openai_error_body(message, type_, code) if openai else error_body(message, type_, code)
+            headers = getattr(exception, "headers", None) or {}
         else:
             logger.error(
                 "unhandled error on %s %s",
@@ -201,7 +282,8 @@ class GatewayErrorHandler(ErrorHandler):
                 exc_info=(type(exception), exception, exception.__traceback__),
             )
             status, code, headers = 500, "internal_error", {}
-            body = error_body("internal gateway error", "internal_error", code)
+            message, type_ = "internal gateway error", "internal_error"
+            body = openai_error_body(message, type_, code) if openai else error_body(message, type_, code)
         request.ctx.error = code  # for the request's access log line
         return _json_response(status, body, headers)
 
@@ -211,12 +293,15 @@ def _request_id(request: Request) -> dict[str, str | None]:
     return {"request_id": getattr(request.ctx, "request_id", None)}
 
 
-def _sanic_message(exception: SanicException, status: int) -> str:
+def _sanic_message(request: Request, exception: SanicException, status: int) -> str:
     message = str(exception.message if hasattr(exception, "message") else exception) or ""
     if status == 404:
         return "no such endpoint"
     if status == 405:
         return message or "method not allowed on this endpoint"
     if status == 413:
-        return "request body is larger than MAX_BODY_BYTES"
+        if "header" in message:  # Sanic's own limit on the request head
+            return f"request headers are larger than {request.app.config.REQUEST_MAX_HEADER_SIZE} bytes"
+        limit = request.app.ctx.settings.max_body_bytes
+        return f"request body is larger than MAX_BODY_BYTES ({limit} bytes)"
     return message or f"HTTP {status}"

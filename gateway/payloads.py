@@ -50,7 +50,7 @@ def _json_type(value: Any) -> str:
 
 
 def _invalid(field: str, expected: str, value: Any) -> BadRequest:
-    return BadRequest(f"field '{field}' must be {expected}, not {_json_type(value)}", code="invalid_field")
+    return BadRequest(f"field '{field}' must be {expected}, not {_json_type(value)}", code="invalid_field", param=field)
 
 
 def optional_str(data: dict[str, Any], field: str) -> str | None:
@@ -102,11 +102,13 @@ def _chat_messages(data: dict[str, Any]) -> list[Any]:
             raise _invalid("messages", "a non-empty array", messages)
         return messages
     if message is None:
-        raise BadRequest("field 'message' is required", code="missing_field")
+        raise BadRequest("field 'message' is required", code="missing_field", param="message")
     if not isinstance(message, str):
         raise _invalid("message", "a non-empty string", message)
     if not message:
-        raise BadRequest("field 'message' must be a non-empty string, not an empty one", code="invalid_field")
+        raise BadRequest(
+            "field 'message' must be a non-empty string, not an empty one", code="invalid_field", param="message"
+        )
     return [{"role": "user", "content": message}]
 
 
@@ -152,7 +154,7 @@ class ApiEmbeddings:
         model_key = _routing_key(data, model_key_header)
         value = data.get("input")
         if value is None:
-            raise BadRequest("field 'input' is required", code="missing_field")
+            raise BadRequest("field 'input' is required", code="missing_field", param="input")
         if not isinstance(value, (str, list)):
             raise _invalid("input", "a string or an array", value)
         return cls(model=model, model_key=model_key, upstream_body=_upstream_fields(data))

@@ -13,13 +13,23 @@ A route is a key (`MODEL_ROUTE_<KEY>`) and the base URLs of its replicas. The de
 5. Otherwise the route is inferred from the cached upstream `/models` lists: exactly one route
    serves the model: that one; several: 409; none: 409, unless no route could be listed at
    all, in which case the default route is tried (and its failure reported as such).
+
+The 409s are `/api`'s; on `/v1` the same errors read as OpenAI's (see `errors.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .errors import ModelNotAllowed, RoutingConflict, UnknownRouteKey, UpstreamUnavailable
+from .errors import (
+    AmbiguousModel,
+    ModelNotAllowed,
+    ModelNotServed,
+    ModelRequired,
+    NoUpstreamConfigured,
+    UnknownRouteKey,
+    UpstreamUnavailable,
+)
 from .models_cache import ModelsCache
 from .replicas import Route
 from .settings import Settings
@@ -45,9 +55,11 @@ class Router:
         model = model or self._default_model
         if model is None:
             if self._allowed is not None:
-                raise ModelNotAllowed("this gateway serves only ALLOWED_MODELS: the request must name one in 'model'")
+                raise ModelNotAllowed(
+                    "this gateway serves only ALLOWED_MODELS: the request must name one in 'model'", param="model"
+                )
         elif not self.is_allowed(model):
-            raise ModelNotAllowed(f"model {model!r} is not in this gateway's ALLOWED_MODELS")
+            raise ModelNotAllowed(f"model {model!r} is not in this gateway's ALLOWED_MODELS", param="model")
         if model_key is not None:
             route = self.routes.get(model_key)
             if route is None:
@@ -57,14 +69,10 @@ class Router:
                 await self._check_serves(route, named)
             return route
         if not self.routes:
-            raise UpstreamUnavailable(
-                "no upstream is configured: set MODEL_ROUTE_<KEY> or VLLM_BASE_URL", code="no_upstream_configured"
-            )
+            raise NoUpstreamConfigured("no upstream is configured: set MODEL_ROUTE_<KEY> or VLLM_BASE_URL")
         if model is None:
             if self._fallback is None:
-                raise RoutingConflict(
-                    "no model and no modelKey given, and no DEFAULT_MODEL_KEY to fall back on", code="model_required"
-                )
+                raise ModelRequired("no model and no modelKey given, and no DEFAULT_MODEL_KEY to fall back on")
             return self._fallback
         return await self._infer(model)
 
@@ -72,9 +80,7 @@ class Router:
         listing = (await self.models.get_many([route.key]))[route.key]
         if listing is not None and model not in listing.ids:
             served = ", ".join(sorted(listing.ids)) or "none"
-            raise RoutingConflict(
-                f"model {model!r} is not served by route {route.key!r} (it serves: {served})", code="model_not_served"
-            )
+            raise ModelNotServed(f"model {model!r} is not served by route {route.key!r} (it serves: {served})")
 
     async def _infer(self, model: str) -> Route:
         lists = await self.models.get_many(self.routes)
@@ -82,9 +88,8 @@ class Router:
         if len(serving) == 1:
             return self.routes[serving[0]]
         if serving:
-            raise RoutingConflict(
-                f"model {model!r} is served by several routes ({', '.join(serving)}); choose one with modelKey",
-                code="ambiguous_model",
+            raise AmbiguousModel(
+                f"model {model!r} is served by several routes ({', '.join(serving)}); choose one with modelKey"
             )
         unreachable = [key for key, found in lists.items() if found is None]
         if len(unreachable) == len(lists):
@@ -94,4 +99,4 @@ class Router:
                 f"cannot route model {model!r}: no route answered its /models listing ({', '.join(unreachable)})"
             )
         detail = f"; unreachable: {', '.join(unreachable)}" if unreachable else ""
-        raise RoutingConflict(f"no route serves model {model!r}{detail}", code="model_not_served")
+        raise ModelNotServed(f"no route serves model {model!r}{detail}")

@@ -66,6 +66,11 @@ class Settings:
     total_timeout_seconds: float | None = None
     health_timeout_seconds: float = 1.5
 
+    # A client's request head must arrive whole within this (from its first byte); its body may
+    # pause this long between two reads.
+    request_head_timeout_seconds: float = 10.0
+    request_body_timeout_seconds: float = 60.0
+
     sse_heartbeat_seconds: float = 15.0
     max_body_bytes: int = 4 * 1024 * 1024
     graceful_shutdown_seconds: float = 15.0
@@ -74,6 +79,7 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     auth_required: bool = True
     allow_origins: tuple[str, ...] = ("*",)
+    cors_allow_headers: tuple[str, ...] = ()  # beyond the gateway's and the OpenAI SDKs' own
     rate_limit_per_min: int = 60
     trusted_proxies: tuple[str, ...] = ()
     prometheus_enable: bool = True
@@ -250,6 +256,10 @@ def load_settings(
             raise SettingsError(
                 f"TRUSTED_PROXIES={proxy!r}: expected IP addresses or CIDR networks, such as 127.0.0.1,10.0.0.0/8"
             ) from None
+    cors_allow_headers = env.csv("CORS_ALLOW_HEADERS")
+    for name in cors_allow_headers:
+        if name != "*" and not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise SettingsError(f"CORS_ALLOW_HEADERS={name!r}: expected header names, such as x-my-header, or *")
     redis_url = env.text("REDIS_URL", Settings.redis_url) or Settings.redis_url
     if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
         raise SettingsError(f"REDIS_URL={redis_url!r}: expected a redis://, rediss:// or unix:// URL")
@@ -279,6 +289,8 @@ def load_settings(
         write_timeout_seconds=seconds("WRITE_TIMEOUT_SECONDS", 30.0),
         total_timeout_seconds=total or None,
         health_timeout_seconds=seconds("HEALTH_TIMEOUT_SECONDS", 1.5, high=1.9),
+        request_head_timeout_seconds=seconds("REQUEST_HEAD_TIMEOUT_SECONDS", 10.0, low=0.05, high=3600.0),
+        request_body_timeout_seconds=seconds("REQUEST_BODY_TIMEOUT_SECONDS", 60.0, low=0.05, high=3600.0),
         sse_heartbeat_seconds=seconds("SSE_HEARTBEAT_SECONDS", 15.0, low=0.05, high=3600.0),
         max_body_bytes=int(
             env.get(
@@ -289,9 +301,13 @@ def load_settings(
         api_keys=env.csv("API_KEY"),
         auth_required=env.get("AUTH_REQUIRED", _boolean, True, "true or false"),
         allow_origins=env.csv("ALLOW_ORIGINS") or Settings.allow_origins,
+        cors_allow_headers=cors_allow_headers,
         rate_limit_per_min=int(
             env.get(
-                "RATE_LIMIT_PER_MIN", _ranged(int, 0, 10_000_000), 60, "a whole number of requests (0 turns it off)"
+                "RATE_LIMIT_PER_MIN",
+                _ranged(int, 0, 10_000_000),
+                60,
+                "a whole number of requests from 0 to 10000000 (0 turns limiting off)",
             )
         ),
         trusted_proxies=trusted_proxies,

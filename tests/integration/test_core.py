@@ -101,8 +101,13 @@ def test_request_id_is_echoed_and_unique_per_upstream_attempt(gateway: Gateway, 
         ("post", "/api/chat", {"content": b'{"message": '}, 400, "invalid_json"),
         ("post", "/api/chat", {"json": {"message": "x", "max_tokens": "many"}}, 400, "invalid_field"),
         ("post", "/api/chat", {"json": {"message": "x", "modelKey": "nope"}}, 404, "unknown_model_key"),
-        ("post", "/v1/chat/completions", {"json": {**CHAT, "model": "shared-model"}}, 409, "ambiguous_model"),
-        ("post", "/v1/chat/completions", {"json": {**CHAT, "model": "unknown"}}, 409, "model_not_served"),
+        ("post", "/api/chat", {"json": {"message": "x", "model": "shared-model"}}, 409, "ambiguous_model"),
+        ("post", "/api/chat", {"json": {"message": "x", "model": "unknown"}}, 409, "model_not_served"),
+        # On /v1, as OpenAI answers (the SDKs retry a 409 twice).
+        ("post", "/v1/chat/completions", {"json": {**CHAT, "model": "shared-model"}}, 400, "ambiguous_model"),
+        ("post", "/v1/chat/completions", {"json": {**CHAT, "model": "unknown"}}, 404, "model_not_found"),
+        ("post", "/v1/chat/completions", {"json": {**CHAT, "stream": "yes"}}, 400, "invalid_field"),
+        ("get", "/v1/nope", {}, 404, "not_found"),
     ],
 )
 def test_errors_are_json_envelopes(
@@ -111,8 +116,33 @@ def test_errors_are_json_envelopes(
     response = getattr(httpx, method)(f"{gateway.url}{path}", **kwargs)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
-    assert response.json()["error"]["code"] == code
-    assert response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+    # OpenAI's envelope on /v1 always holds `param`; /api's is the seed's three fields.
+    assert ("param" in error) == path.startswith("/v1/")
+
+
+def test_the_openai_sdk_does_not_retry_a_model_no_route_serves(gateway: Gateway) -> None:
+    """A typo in `model` costs one request, not the SDK's three (it retries 408, 409, 429, 5xx)."""
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=2, timeout=10)
+    before = len(gateway.access_lines())
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="tiny-lama", messages=CHAT["messages"], max_tokens=4)
+    assert caught.value.code == "model_not_found" and caught.value.param == "model"
+    with pytest.raises(openai.BadRequestError) as ambiguous:
+        client.chat.completions.create(model="shared-model", messages=CHAT["messages"], max_tokens=4)
+    assert ambiguous.value.code == "ambiguous_model"
+    deadline = time.monotonic() + 5  # the access log line follows the response by a loop step
+    while len(gateway.access_lines()) < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(gateway.access_lines()) == before + 2
+
+
+def test_a_gateway_without_routes_tells_the_sdks_not_to_retry(start_gateway: Callable[..., Gateway]) -> None:
+    gateway = start_gateway(workers=1)
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT)
+    assert response.status_code == 502 and response.json()["error"]["code"] == "no_upstream_configured"
+    assert response.headers["x-should-retry"] == "false"
 
 
 def test_large_body_limit_is_configurable(start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM) -> None:

@@ -166,8 +166,10 @@ def test_errors_before_the_stream_starts_are_plain_json(gateway: Gateway, chat_u
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "BadRequestError"
     response = httpx.post(f"{gateway.url}/v1/chat/completions", json={**chat(), "model": "nope"})
-    assert response.status_code == 409
+    assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
     assert response.headers["content-type"] == "application/json"
+    response = httpx.post(f"{gateway.url}/api/chat/stream", json={"message": "hi", "model": "nope"})
+    assert response.status_code == 409 and response.json()["error"]["code"] == "model_not_served"
 
 
 def test_connection_refused_is_a_json_502(start_gateway: Callable[..., Gateway]) -> None:

@@ -128,11 +128,13 @@ async def test_x_model_key_header_routes_v1_requests(make_app: Callable[..., San
         app, "post", "/v1/completions", json={"model": "embed", "prompt": "x"}, headers={"X-Model-Key": "b"}
     )
     assert response.status == 200 and route.called
-    # A model that route does not list: 409, and nothing is sent upstream.
+    # A model that route does not list: OpenAI's 404 (which the SDKs do not retry), and nothing is
+    # sent upstream.
     response = await call(
         app, "post", "/v1/completions", json={"model": "tiny", "prompt": "x"}, headers={"X-Model-Key": "b"}
     )
-    assert response.status == 409 and response.json["error"]["code"] == "model_not_served"
+    assert response.status == 404
+    assert response.json["error"]["code"] == "model_not_found" and response.json["error"]["param"] == "model"
     assert route.call_count == 1
 
 
