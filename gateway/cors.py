@@ -59,6 +59,9 @@ OPENAI_SDK_HEADERS = (
     "x-stainless-timeout",
 )
 ALLOW_HEADERS = GATEWAY_HEADERS + OPENAI_SDK_HEADERS
+# Stainless adds a header now and then (`x-stainless-timeout` came in 2025): the whole family is
+# allowed, so that a newer SDK does not break pages until the list above catches up.
+ALLOW_HEADER_PREFIXES = ("x-stainless-",)
 EXPOSE_HEADERS = ("x-request-id", "retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
 MAX_AGE_SECONDS = 600
 
@@ -104,10 +107,13 @@ class CorsPolicy:
         if preflight:
             self._add_preflight_headers(request, headers)
 
+    def _allows(self, name: str) -> bool:
+        return self._any_header or name in self._allow_headers or name.startswith(ALLOW_HEADER_PREFIXES)
+
     def _add_preflight_headers(self, request: Request, headers: Header) -> None:
         asked = request.headers.get("access-control-request-headers", "")
         names = (part.strip().lower() for part in asked.split(","))
-        allowed = [name for name in names if name and (self._any_header or name in self._allow_headers)]
+        allowed = [name for name in names if name and self._allows(name)]
         if allowed:
             headers["access-control-allow-headers"] = ",".join(allowed)
         headers["access-control-max-age"] = self._max_age

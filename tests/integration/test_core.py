@@ -149,6 +149,9 @@ def test_large_body_limit_is_configurable(start_gateway: Callable[..., Gateway],
     gateway = start_gateway(workers=1, MODEL_ROUTE_chat=chat_upstream.url, MAX_BODY_BYTES="2048")
     too_large = httpx.post(f"{gateway.url}/v1/chat/completions", json={**CHAT, "pad": "x" * 3000})
     assert too_large.status_code == 413
+    error = too_large.json()["error"]
+    assert "2048" in error["message"] and "MAX_BODY_BYTES" in error["message"]  # the limit, and how to raise it
+    assert error["code"] == "payload_too_large"
     assert httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT).status_code == 200
 
 

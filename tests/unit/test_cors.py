@@ -60,3 +60,45 @@ async def test_errors_carry_cors_headers_so_pages_can_read_them(make_app: Callab
     _, response = await app.asgi_client.post("/v1/chat/completions", json={}, headers={"Origin": "http://app.test"})
     assert response.status == 401
     assert response.headers["access-control-allow-origin"] == "http://app.test"
+
+
+# What openai-node 5 sends from a page (`dangerouslyAllowBrowser`), as Chromium lists it in the preflight.
+OPENAI_JS_SDK = (
+    "authorization,content-type,openai-organization,openai-project,x-stainless-arch,x-stainless-lang,"
+    "x-stainless-os,x-stainless-package-version,x-stainless-retry-count,x-stainless-runtime,"
+    "x-stainless-runtime-version,x-stainless-timeout"
+)
+
+
+async def test_a_preflight_of_the_openai_js_sdk_gets_every_header_it_asks_for(make_app: Callable[..., Sanic]) -> None:
+    app = make_app(ALLOW_ORIGINS="http://app.test")
+    asked = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": OPENAI_JS_SDK}
+    _, response = await app.asgi_client.options("/v1/chat/completions", headers={"Origin": "http://app.test", **asked})
+    assert response.status == 204
+    assert response.headers["access-control-allow-headers"].split(",") == OPENAI_JS_SDK.split(",")
+    # A header Stainless adds later is allowed too: the whole x-stainless- family is.
+    asked["Access-Control-Request-Headers"] = "x-stainless-something-new"
+    _, response = await app.asgi_client.options("/v1/chat/completions", headers={"Origin": "http://app.test", **asked})
+    assert response.headers["access-control-allow-headers"] == "x-stainless-something-new"
+
+
+@pytest.mark.parametrize(
+    ("setting", "asked", "allowed"),
+    [
+        ("x-tenant, X-Trace", "X-Tenant, x-trace, x-other", "x-tenant,x-trace"),
+        ("*", "x-anything, x-else", "x-anything,x-else"),
+        ("", "x-tenant", None),
+    ],
+)
+async def test_cors_allow_headers_extends_what_preflights_allow(
+    make_app: Callable[..., Sanic], setting: str, asked: str, allowed: str | None
+) -> None:
+    app = make_app(ALLOW_ORIGINS="*", CORS_ALLOW_HEADERS=setting)
+    headers = {
+        "Origin": "http://app.test",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": asked,
+    }
+    _, response = await app.asgi_client.options("/v1/chat/completions", headers=headers)
+    assert response.status == 204
+    assert response.headers.get("access-control-allow-headers") == allowed

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from gateway.__main__ import startup_line
+from gateway.settings import Settings, load_settings
+from gateway.settings_help import VARIABLES, render_env_example
+
+ROOT = Path(__file__).resolve().parents[2]
+DESCRIBED = {variable.name for variable in VARIABLES}
+# Fallback names, described with the variable they stand in for.
+FALLBACKS = {"PORT": "API_PORT", "WEB_CONCURRENCY": "WORKERS"}
+
+
+class _Recording(Mapping[str, str]):
+    """An empty environment that notes every name the settings ask it for."""
+
+    def __init__(self) -> None:
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.asked.add(key)
+        return default
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def test_every_variable_the_settings_read_is_described() -> None:
+    environment = _Recording()
+    load_settings(environment, env_file=None)
+    asked = {FALLBACKS.get(name, name) for name in environment.asked}
+    assert asked - DESCRIBED == set()
+    # Routes are read from all the values at once (by prefix), not name by name.
+    assert DESCRIBED - asked == {"MODEL_ROUTE_<KEY>", "VLLM_BASE_URL"}
+
+
+def test_env_example_is_every_variable_at_its_default() -> None:
+    assert (ROOT / ".env.example").read_text() == render_env_example(), (
+        ".env.example is out of date: rewrite it with the command in its head"
+    )
+    # Loaded, it is the defaults, but for its one example route (routes have no default).
+    loaded = load_settings({}, env_file=ROOT / ".env.example")
+    assert loaded == dataclasses.replace(
+        Settings(), routes={"tiny": ("http://127.0.0.1:8000/v1",)}, workers=os.cpu_count() or 1
+    )
+
+
+def test_help_prints_every_setting_and_exits_without_serving() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "--help"],
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "API_PORT": "not-a-port"},  # never read: --help serves nothing
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m gateway")
+    for name in DESCRIBED:
+        assert f"\n  {name}  (default: " in result.stdout
+
+
+def test_an_unknown_argument_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "--port", "80"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "unrecognized arguments: --port 80" in result.stderr
+
+
+def test_startup_line_says_where_it_listens_whether_keys_are_needed_and_where_docs_are() -> None:
+    settings = Settings(api_keys=("a", "b"), workers=2, routes={"tiny": ("http://127.0.0.1:8000/v1",)})
+    line = startup_line(settings)
+    assert "listening on 0.0.0.0:5050 (all interfaces) with 2 workers" in line
+    assert "API key required (2 configured" in line
+    assert "docs at http://127.0.0.1:5050/docs" in line
+    assert "routes: tiny (1 replica)" in line
+
+    open_line = startup_line(Settings(api_host="::1", api_port=8080, workers=1))
+    assert "listening on ::1:8080 with 1 worker;" in open_line
+    assert "no API key required (API_KEY is empty)" in open_line
+    assert "docs at http://[::1]:8080/docs" in open_line
+    assert "routes: none (set MODEL_ROUTE_<KEY>)" in open_line
+    assert "AUTH_REQUIRED=false" in startup_line(Settings(api_keys=("a",), auth_required=False))
+
+
+def test_readme_has_a_row_for_every_variable() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert {name for name in DESCRIBED if f"| `{name}`" not in readme} == set()
