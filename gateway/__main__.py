@@ -15,7 +15,7 @@ from sanic.worker.loader import AppLoader
 
 from .app import create_app, load_or_exit
 from .listener import bind_port, stop_listening_at_shutdown
-from .sanic_protocol import GatewayHttpProtocol
+from .sanic_protocol import gateway_protocol
 from .server import raise_open_file_limit
 from .settings import Settings
 from .settings_help import parse_arguments
@@ -71,7 +71,7 @@ def main() -> None:
         backlog=LISTEN_BACKLOG,
         access_log=False,
         motd=False,
-        protocol=GatewayHttpProtocol,
+        protocol=gateway_protocol(),
     )
     Sanic.serve(primary=app, app_loader=loader)
 

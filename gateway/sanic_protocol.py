@@ -13,20 +13,25 @@ the response timeout (minutes, since that one also bounds the upstream's answer)
 Either answers 408 in the gateway's JSON envelope and closes the connection. Only the slow paths
 pay for it: a head or a body that is already in the buffer (nearly every request) starts no timer.
 
-This is Sanic's documented extension point (`app.run(protocol=...)`), used by `python -m gateway`.
-`sanic gateway.app:create_app` runs Sanic's own protocol, where `REQUEST_TIMEOUT` (set to the
-head's timeout) still bounds each pause of the head.
+This is Sanic's documented extension point (`app.run(protocol=...)`), used by `python -m gateway`
+through `gateway_protocol()`, which checks first that the Sanic it runs on still has the methods
+and fields overridden here (Sanic 25.12; requirements.txt bounds it below 26) and otherwise logs a
+warning and serves with Sanic's own protocol. `sanic gateway.app:create_app` runs Sanic's own
+protocol too; there `REQUEST_TIMEOUT` (set to the head's timeout) still bounds each pause of the head.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from sanic.exceptions import RequestTimeout
 from sanic.http import Http, Stage
 from sanic.server.protocols.http_protocol import HttpProtocol
 
-__all__ = ["GatewayHttpProtocol"]
+__all__ = ["GatewayHttpProtocol", "gateway_protocol"]
+
+logger = logging.getLogger("gateway")
 
 
 class _Http(Http):
@@ -66,3 +71,24 @@ class GatewayHttpProtocol(HttpProtocol):
             http.keep_alive = False
             http.request_body = None
             raise RequestTimeout(f"the request body stalled for REQUEST_BODY_TIMEOUT_SECONDS ({timeout:g} s)") from None
+
+
+def gateway_protocol() -> type[HttpProtocol]:
+    """`GatewayHttpProtocol`, or Sanic's own where the internals it builds on have changed."""
+    missing = [
+        name
+        for owner, names in (
+            (Http, ("http1_request_header", "recv_buffer", "keep_alive", "request_body", "stage", "protocol")),
+            (HttpProtocol, ("HTTP_CLASS", "receive_more", "_http", "app")),
+        )
+        for name in names
+        if not hasattr(owner, name)
+    ]
+    if missing or not hasattr(Stage, "HANDLER"):
+        logger.warning(
+            "this Sanic lacks %s: serving with its own protocol, without REQUEST_HEAD_TIMEOUT_SECONDS's deadline "
+            "and REQUEST_BODY_TIMEOUT_SECONDS",
+            ", ".join(missing) or "Stage.HANDLER",
+        )
+        return HttpProtocol
+    return GatewayHttpProtocol
