@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import random
 import re
 import sys
@@ -58,6 +59,7 @@ from .server import (
     shield_worker_manager_from_signals,
 )
 from .settings import Settings, SettingsError, load_settings
+from .supervisor import REPLACES_ENV, supervise_workers
 from .upstream import Upstream
 
 __all__ = ["APP_NAME", "create_app", "load_or_exit"]
@@ -94,7 +96,9 @@ def create_app(settings: Settings | None = None) -> Sanic:
     """
     if not isinstance(settings, Settings):
         settings = load_or_exit()
-    # Here rather than in __main__, so that `sanic gateway.app:create_app --factory` has it too.
+    # Here rather than in __main__, so that `sanic gateway.app:create_app --factory` has them too;
+    # in this order, so that replacing a dead worker is shielded from stop signals as well.
+    supervise_workers()
     shield_worker_manager_from_signals()
     app = Sanic(
         APP_NAME,
@@ -214,6 +218,10 @@ async def _set_up_worker_process(app: Sanic) -> None:
     multiplexer = getattr(app, "multiplexer", None)  # Sanic's link to its worker manager
     workers = count_server_processes(multiplexer.workers) if multiplexer is not None else settings.workers
     pin_worker_to_cpu(settings.pin_workers, workers)
+    replaced = os.environ.get(REPLACES_ENV)
+    if replaced is not None:  # started by the supervisor in place of a worker that died
+        metrics.worker_restarts.inc()
+        logger.info("worker %d replaces worker %s", os.getpid(), replaced or "?")
 
 
 def _shared_replica_cells(app: Sanic, settings: Settings) -> dict[str, list[Any]]:

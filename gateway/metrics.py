@@ -263,6 +263,9 @@ class Metrics:
             ["route", "model", "kind"],
         )
         self.rate_limited = _Counter("gateway_rate_limited_total", "Requests refused with 429.")
+        self.worker_restarts = _Counter(
+            "gateway_worker_restarts_total", "Worker processes started in place of one that died."
+        )
         self.redis_fallbacks = _Counter(
             "gateway_redis_fallbacks_total",
             "Operations served locally because Redis failed, by purpose.",

@@ -115,7 +115,10 @@ class StopSignals:
                 self._loop.add_signal_handler(signum, self._note)
                 signal.signal(signum, self._on_signal)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            # Never left blocked: a worker that the supervisor started in place of a dead one was
+            # spawned while the main process had them blocked (`_signals_deferred`), and a child
+            # inherits its parent's signal mask. A signal that came meanwhile is handled here.
+            signal.pthread_sigmask(signal.SIG_SETMASK, set(blocked) - _STOP_SIGNALS)
         return bool(self._taken)
 
     def shutting_down(self) -> None:
