@@ -20,7 +20,7 @@ async def _chat(request: Request, *, stream: bool) -> HTTPResponse | None:
 @bp.post("/chat")
 @openapi.definition(
     parameter=doc.ROUTED_HEADERS,
-    response=[doc.CHAT_COMPLETION, *doc.ROUTED_ERRORS],
+    response=[doc.CHAT_COMPLETION, *doc.API_ROUTED_ERRORS],
 )
 @doc.request_body(doc.API_CHAT_BODY)
 async def chat(request: Request) -> HTTPResponse | None:
@@ -31,7 +31,7 @@ async def chat(request: Request) -> HTTPResponse | None:
 @bp.post("/chat/stream")
 @openapi.definition(
     parameter=doc.ROUTED_HEADERS,
-    response=[doc.CHAT_STREAM, *doc.ROUTED_ERRORS],
+    response=[doc.CHAT_STREAM, *doc.API_ROUTED_ERRORS],
 )
 @doc.request_body(doc.API_CHAT_BODY)
 async def chat_stream(request: Request) -> HTTPResponse | None:

@@ -12,7 +12,7 @@ bp = Blueprint("openai", url_prefix="/v1")
 
 
 @bp.get("/models")
-@openapi.definition(parameter=doc.REQUEST_ID, response=[doc.OPENAI_MODEL_LIST, *doc.LISTING_ERRORS])
+@openapi.definition(parameter=doc.REQUEST_ID, response=[doc.OPENAI_MODEL_LIST, *doc.OPENAI_LISTING_ERRORS])
 async def models(request: Request) -> HTTPResponse:
     """List models: every route's, each once, as OpenAI's `GET /models`."""
     return json(await request.app.ctx.proxy.openai_models())
@@ -30,7 +30,7 @@ async def _forward(request: Request, endpoint: str) -> HTTPResponse | None:
 @bp.post("/chat/completions")
 @openapi.definition(
     parameter=doc.ROUTED_HEADERS,
-    response=[doc.CHAT_COMPLETION_OR_STREAM, *doc.ROUTED_ERRORS],
+    response=[doc.CHAT_COMPLETION_OR_STREAM, *doc.OPENAI_ROUTED_ERRORS],
 )
 @doc.request_body(doc.OPENAI_CHAT_BODY)
 async def chat_completions(request: Request) -> HTTPResponse | None:
@@ -41,7 +41,7 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
 @bp.post("/completions")
 @openapi.definition(
     parameter=doc.ROUTED_HEADERS,
-    response=[doc.COMPLETION_OR_STREAM, *doc.ROUTED_ERRORS],
+    response=[doc.COMPLETION_OR_STREAM, *doc.OPENAI_ROUTED_ERRORS],
 )
 @doc.request_body(doc.OPENAI_COMPLETION_BODY)
 async def completions(request: Request) -> HTTPResponse | None:
@@ -52,7 +52,7 @@ async def completions(request: Request) -> HTTPResponse | None:
 @bp.post("/embeddings")
 @openapi.definition(
     parameter=doc.ROUTED_HEADERS,
-    response=[doc.EMBEDDINGS, *doc.ROUTED_ERRORS],
+    response=[doc.EMBEDDINGS, *doc.OPENAI_ROUTED_ERRORS],
 )
 @doc.request_body(doc.OPENAI_EMBEDDINGS_BODY)
 async def embeddings(request: Request) -> HTTPResponse | None:
