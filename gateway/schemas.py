@@ -290,7 +290,8 @@ class UpstreamErrorDetail:
     message: str = _field("For humans.")
     type: str = _field("vLLM's error class, e.g. `BadRequestError`, `NotFoundError`.")
     param: str | None = _field("The request field at fault, or null.")
-    code: str | int | None = _field("vLLM puts the HTTP status here.", example=400)
+    # An integer: so the gateway's own envelopes (a string code) are told apart from vLLM's.
+    code: int = _field("The HTTP status (vLLM's `ErrorInfo.code`).", example=400)
 
 
 @schema(extra=True)
