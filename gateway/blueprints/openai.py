@@ -23,7 +23,7 @@ async def _forward(request: Request, endpoint: str) -> HTTPResponse | None:
     proxy = request.app.ctx.proxy
     relay = proxy.stream if payload.stream else proxy.complete
     return await relay(
-        request, endpoint, request.body, model_key=request.headers.get("x-model-key"), model=payload.model
+        request, endpoint, request.body, model_key=request.headers.get("x-model-key") or None, model=payload.model
     )
 
 
