@@ -31,6 +31,9 @@ def test_any_configured_key_is_accepted_either_way(headers: dict[str, str]) -> N
         ({"x_api_key": "k3"}, "invalid_api_key"),
         ({"authorization": "Bearer k"}, "invalid_api_key"),
         ({"x_api_key": "k1k1"}, "invalid_api_key"),
+        # A header byte that is not UTF-8 (Sanic keeps it as a surrogate): a wrong key, not a 500.
+        ({"x_api_key": b"k\xe9".decode("utf-8", "surrogateescape")}, "invalid_api_key"),
+        ({"authorization": "Bearer " + b"\xff".decode("utf-8", "surrogateescape")}, "invalid_api_key"),
     ],
 )
 def test_missing_or_wrong_keys_are_401(headers: dict[str, str], code: str) -> None:
