@@ -6,6 +6,8 @@ build it again for every request of it. Here it is built once, in a `before_serv
 listener that runs after sanic-ext's own (which collects the operations), and finished with what
 sanic-ext's declarations cannot say:
 
+- this deployment's settings: without `API_KEY`, no operation needs a key nor answers 401; with
+  `METRICS_PUBLIC=true`, `/metrics` needs none; without `RATE_LIMIT_PER_MIN`, nothing answers 429;
 - response headers: sanic-ext's response objects drop a `headers` field, so each documented
   response gets the ones `gateway.schemas.response_headers` names for its status. An operation
   is rate limited when it documents a 429 (the guard limits every endpoint but `/health`,
@@ -25,6 +27,7 @@ from sanic_ext.config import PRIORITY as SANIC_EXT_PRIORITY
 from sanic_ext.extensions.openapi.builders import SpecificationBuilder
 
 from .schemas import response_headers
+from .settings import Settings
 
 __all__ = ["build_document", "finish", "install"]
 
@@ -40,16 +43,25 @@ def install(app: Sanic) -> None:
 
 def build_document(app: Sanic) -> dict[str, Any]:
     """The finished document, as a JSON-ready mapping (after sanic-ext's listener has run)."""
-    return finish(SpecificationBuilder().build(app).serialize())
+    return finish(SpecificationBuilder().build(app).serialize(), app.ctx.settings)
 
 
-def finish(document: dict[str, Any]) -> dict[str, Any]:
+def finish(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Add what sanic-ext cannot declare to its serialised `document` (in place; returned)."""
-    for path_item in document.get("paths", {}).values():
+    if not settings.auth_enabled:
+        document.pop("security", None)
+    for path, path_item in document.get("paths", {}).items():
         for method, operation in path_item.items():
             if method not in _METHODS:
                 continue
             responses = operation.get("responses", {})
+            if not settings.auth_enabled or (path == "/metrics" and settings.metrics_public):
+                operation.pop("security", None)
+                if settings.auth_enabled:
+                    operation["security"] = [{}]  # this one, unlike the others, needs no key
+                responses.pop("401", None)
+            if not settings.rate_limit_per_min:
+                responses.pop("429", None)
             rate_limited = "429" in responses
             for status, response in responses.items():
                 response["headers"] = response_headers(status, rate_limited)

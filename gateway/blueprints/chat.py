@@ -19,6 +19,7 @@ async def _chat(request: Request, *, stream: bool) -> HTTPResponse | None:
 
 @bp.post("/chat")
 @openapi.definition(
+    operation="apiChat",
     parameter=doc.ROUTED_HEADERS,
     response=[doc.CHAT_COMPLETION, *doc.API_ROUTED_ERRORS],
 )
@@ -30,6 +31,7 @@ async def chat(request: Request) -> HTTPResponse | None:
 
 @bp.post("/chat/stream")
 @openapi.definition(
+    operation="apiChatStream",
     parameter=doc.ROUTED_HEADERS,
     response=[doc.CHAT_STREAM, *doc.API_ROUTED_ERRORS],
 )

@@ -11,6 +11,7 @@ bp = Blueprint("embeddings", url_prefix="/api")
 
 @bp.post("/embeddings")
 @openapi.definition(
+    operation="apiEmbeddings",
     parameter=doc.ROUTED_HEADERS,
     response=[doc.EMBEDDINGS, *doc.API_ROUTED_ERRORS],
 )

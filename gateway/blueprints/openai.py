@@ -12,7 +12,9 @@ bp = Blueprint("openai", url_prefix="/v1")
 
 
 @bp.get("/models")
-@openapi.definition(parameter=doc.REQUEST_ID, response=[doc.OPENAI_MODEL_LIST, *doc.OPENAI_LISTING_ERRORS])
+@openapi.definition(
+    operation="listModels", parameter=doc.REQUEST_ID, response=[doc.OPENAI_MODEL_LIST, *doc.OPENAI_LISTING_ERRORS]
+)
 async def models(request: Request) -> HTTPResponse:
     """List models: every route's, each once, as OpenAI's `GET /models`."""
     return json(await request.app.ctx.proxy.openai_models())
@@ -29,6 +31,7 @@ async def _forward(request: Request, endpoint: str) -> HTTPResponse | None:
 
 @bp.post("/chat/completions")
 @openapi.definition(
+    operation="createChatCompletion",
     parameter=doc.ROUTED_HEADERS,
     response=[doc.CHAT_COMPLETION_OR_STREAM, *doc.OPENAI_ROUTED_ERRORS],
 )
@@ -40,6 +43,7 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
 
 @bp.post("/completions")
 @openapi.definition(
+    operation="createCompletion",
     parameter=doc.ROUTED_HEADERS,
     response=[doc.COMPLETION_OR_STREAM, *doc.OPENAI_ROUTED_ERRORS],
 )
@@ -51,6 +55,7 @@ async def completions(request: Request) -> HTTPResponse | None:
 
 @bp.post("/embeddings")
 @openapi.definition(
+    operation="createEmbedding",
     parameter=doc.ROUTED_HEADERS,
     response=[doc.EMBEDDINGS, *doc.OPENAI_ROUTED_ERRORS],
 )

@@ -284,6 +284,35 @@ def test_every_response_documents_its_headers(spec: dict[str, Any]) -> None:
                 assert header == {"$ref": f"#/components/headers/{name}"}
 
 
+async def test_the_document_describes_this_deployment(make_app: Callable[..., Sanic]) -> None:
+    async def document(**env: str) -> dict[str, Any]:
+        _, response = await make_app(**env).asgi_client.get("/docs/openapi.json")
+        return response.json
+
+    # No API_KEY, RATE_LIMIT_PER_MIN=0: no key needed, no 401, no 429 and no rate headers.
+    open_gateway = await document(RATE_LIMIT_PER_MIN="0")
+    assert "security" not in open_gateway
+    for path, method in OPERATIONS:
+        operation = open_gateway["paths"][path][method]
+        assert "security" not in operation, path
+        assert not {"401", "429"} & set(operation["responses"]), path
+        for response in operation["responses"].values():
+            assert not any(name.startswith("X-RateLimit") for name in response["headers"]), path
+    # METRICS_PUBLIC: /metrics alone needs no key.
+    public_metrics = await document(API_KEY="secret", METRICS_PUBLIC="true")
+    metrics = public_metrics["paths"]["/metrics"]["get"]
+    assert metrics["security"] == [{}] and "401" not in metrics["responses"]
+    assert "401" in public_metrics["paths"]["/api/models"]["get"]["responses"]
+
+
+def test_operation_ids_are_names_a_client_generator_can_use(spec: dict[str, Any]) -> None:
+    ids = {(path, method): spec["paths"][path][method]["operationId"] for path, method in OPERATIONS}
+    assert ids[("/v1/chat/completions", "post")] == "createChatCompletion"  # as OpenAI's own document
+    assert ids[("/v1/models", "get")] == "listModels"
+    assert len(set(ids.values())) == len(ids)
+    assert all(re.fullmatch(r"[a-z][A-Za-z]+", operation_id) for operation_id in ids.values()), ids
+
+
 async def test_the_document_is_built_at_start_up_not_per_request(
     make_app: Callable[..., Sanic], monkeypatch: pytest.MonkeyPatch
 ) -> None:
