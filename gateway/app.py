@@ -31,7 +31,7 @@ from sanic_ext import Extend
 from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
-from . import __version__, blueprints
+from . import __version__, blueprints, openapi_builder
 from . import ejections as ejections_module
 from . import metrics as metrics_module
 from .access import access_log, record_request
@@ -165,6 +165,7 @@ def _configure(app: Sanic, settings: Settings) -> None:
     # be imported (sanic-ext 25.12 without pydantic), taking CORS and the docs away unnoticed.
     # Only the two extensions used: dependency injection alone would add a signal per request.
     Extend(app, extensions=[HTTPExtension, OpenAPIExtension], built_in_extensions=False)
+    openapi_builder.install(app)  # /docs/openapi.json, built once per worker
 
 
 async def _begin_request(request: Request) -> None:

@@ -41,7 +41,8 @@ class ApiKeyAuth:
                 code="missing_api_key",
                 headers={"www-authenticate": 'Bearer realm="gateway"'},
             )
-        candidate = presented.encode()
+        # Sanic decodes header bytes that are not UTF-8 as surrogates: encode them back as they came.
+        candidate = presented.encode("utf-8", "surrogateescape")
         matched = False
         for key in self._keys:
             matched |= hmac.compare_digest(candidate, key)

@@ -3,7 +3,9 @@ Admission of a request before its handler runs: the rate limit, then the API key
 
 The limit comes first so that guessing keys costs budget too. `/health` is never limited nor
 authenticated; `/metrics` is not limited and needs a key unless `METRICS_PUBLIC=true`; CORS
-preflights (OPTIONS) and the API docs pass freely.
+preflights (OPTIONS) and the API docs pass freely. So does Sanic's stand-in for a request whose
+head could not be read (method `NONE`: a head that timed out, was too large or malformed): it has
+no headers to admit, and the 408, 413 or 400 that Sanic answers for it is the answer to send.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ __all__ = ["Guard"]
 
 _UNLIMITED = frozenset({"/health", "/metrics"})
 _DOCS_PREFIX = "/docs"
+# What Sanic's `create_empty_request` names the request it makes up to report a broken head.
+_NO_REQUEST = "NONE"
 
 
 class Guard:
@@ -34,7 +38,7 @@ class Guard:
         """Raise 429 or 401 for a request that may not proceed."""
         request.ctx.client_ip = self._client_ip.of(request)
         path = request.path
-        if request.method == "OPTIONS" or path.startswith(_DOCS_PREFIX):
+        if request.method in ("OPTIONS", _NO_REQUEST) or path.startswith(_DOCS_PREFIX):
             return
         if self._limiter is not None and path not in _UNLIMITED:
             decision = await self._limiter.hit(request.ctx.client_ip)

@@ -19,8 +19,9 @@ async def _chat(request: Request, *, stream: bool) -> HTTPResponse | None:
 
 @bp.post("/chat")
 @openapi.definition(
+    operation="apiChat",
     parameter=doc.ROUTED_HEADERS,
-    response=[doc.CHAT_COMPLETION, *doc.ROUTED_ERRORS],
+    response=[doc.CHAT_COMPLETION, *doc.API_ROUTED_ERRORS],
 )
 @doc.request_body(doc.API_CHAT_BODY)
 async def chat(request: Request) -> HTTPResponse | None:
@@ -30,8 +31,9 @@ async def chat(request: Request) -> HTTPResponse | None:
 
 @bp.post("/chat/stream")
 @openapi.definition(
+    operation="apiChatStream",
     parameter=doc.ROUTED_HEADERS,
-    response=[doc.CHAT_STREAM, *doc.ROUTED_ERRORS],
+    response=[doc.CHAT_STREAM, *doc.API_ROUTED_ERRORS],
 )
 @doc.request_body(doc.API_CHAT_BODY)
 async def chat_stream(request: Request) -> HTTPResponse | None:

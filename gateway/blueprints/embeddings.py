@@ -11,8 +11,9 @@ bp = Blueprint("embeddings", url_prefix="/api")
 
 @bp.post("/embeddings")
 @openapi.definition(
+    operation="apiEmbeddings",
     parameter=doc.ROUTED_HEADERS,
-    response=[doc.EMBEDDINGS, *doc.ROUTED_ERRORS],
+    response=[doc.EMBEDDINGS, *doc.API_ROUTED_ERRORS],
 )
 @doc.request_body(doc.API_EMBEDDINGS_BODY)
 async def embeddings(request: Request) -> HTTPResponse:

@@ -9,7 +9,7 @@ bp = Blueprint("health")
 
 
 @bp.get("/health")
-@openapi.definition(parameter=doc.REQUEST_ID, response=doc.HEALTH)
+@openapi.definition(operation="getHealth", parameter=doc.REQUEST_ID, response=doc.HEALTH)
 @openapi.secured(doc.PUBLIC)  # no API key needed
 async def health(request: Request) -> HTTPResponse:
     """Liveness of the gateway, and whether the default route's vLLM answers (within 2 s)."""

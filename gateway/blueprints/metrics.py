@@ -10,7 +10,7 @@ bp = Blueprint("metrics")
 
 
 @bp.get("/metrics")
-@openapi.definition(parameter=doc.REQUEST_ID, response=[doc.METRICS_TEXT, *doc.METRICS_ERRORS])
+@openapi.definition(operation="getMetrics", parameter=doc.REQUEST_ID, response=[doc.METRICS_TEXT, *doc.METRICS_ERRORS])
 async def scrape(request: Request) -> HTTPResponse:
     """Prometheus text format, summed over every worker process."""
     return HTTPResponse(render(), content_type=CONTENT_TYPE_LATEST)

@@ -9,7 +9,9 @@ bp = Blueprint("models", url_prefix="/api")
 
 
 @bp.get("/models")
-@openapi.definition(parameter=doc.REQUEST_ID, response=[doc.API_MODEL_LIST, *doc.LISTING_ERRORS])
+@openapi.definition(
+    operation="listApiModels", parameter=doc.REQUEST_ID, response=[doc.API_MODEL_LIST, *doc.API_LISTING_ERRORS]
+)
 async def api_models(request: Request) -> HTTPResponse:
     """All routes' models, de-duplicated, with each source route and its listing latency."""
     return json(await request.app.ctx.proxy.api_models())

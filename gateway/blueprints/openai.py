@@ -12,7 +12,9 @@ bp = Blueprint("openai", url_prefix="/v1")
 
 
 @bp.get("/models")
-@openapi.definition(parameter=doc.REQUEST_ID, response=[doc.OPENAI_MODEL_LIST, *doc.LISTING_ERRORS])
+@openapi.definition(
+    operation="listModels", parameter=doc.REQUEST_ID, response=[doc.OPENAI_MODEL_LIST, *doc.OPENAI_LISTING_ERRORS]
+)
 async def models(request: Request) -> HTTPResponse:
     """List models: every route's, each once, as OpenAI's `GET /models`."""
     return json(await request.app.ctx.proxy.openai_models())
@@ -23,14 +25,15 @@ async def _forward(request: Request, endpoint: str) -> HTTPResponse | None:
     proxy = request.app.ctx.proxy
     relay = proxy.stream if payload.stream else proxy.complete
     return await relay(
-        request, endpoint, request.body, model_key=request.headers.get("x-model-key"), model=payload.model
+        request, endpoint, request.body, model_key=request.headers.get("x-model-key") or None, model=payload.model
     )
 
 
 @bp.post("/chat/completions")
 @openapi.definition(
+    operation="createChatCompletion",
     parameter=doc.ROUTED_HEADERS,
-    response=[doc.CHAT_COMPLETION_OR_STREAM, *doc.ROUTED_ERRORS],
+    response=[doc.CHAT_COMPLETION_OR_STREAM, *doc.OPENAI_ROUTED_ERRORS],
 )
 @doc.request_body(doc.OPENAI_CHAT_BODY)
 async def chat_completions(request: Request) -> HTTPResponse | None:
@@ -40,8 +43,9 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
 
 @bp.post("/completions")
 @openapi.definition(
+    operation="createCompletion",
     parameter=doc.ROUTED_HEADERS,
-    response=[doc.COMPLETION_OR_STREAM, *doc.ROUTED_ERRORS],
+    response=[doc.COMPLETION_OR_STREAM, *doc.OPENAI_ROUTED_ERRORS],
 )
 @doc.request_body(doc.OPENAI_COMPLETION_BODY)
 async def completions(request: Request) -> HTTPResponse | None:
@@ -51,8 +55,9 @@ async def completions(request: Request) -> HTTPResponse | None:
 
 @bp.post("/embeddings")
 @openapi.definition(
+    operation="createEmbedding",
     parameter=doc.ROUTED_HEADERS,
-    response=[doc.EMBEDDINGS, *doc.ROUTED_ERRORS],
+    response=[doc.EMBEDDINGS, *doc.OPENAI_ROUTED_ERRORS],
 )
 @doc.request_body(doc.OPENAI_EMBEDDINGS_BODY)
 async def embeddings(request: Request) -> HTTPResponse | None:

@@ -9,7 +9,9 @@ bp = Blueprint("routes", url_prefix="/api")
 
 
 @bp.get("/routes")
-@openapi.definition(parameter=doc.REQUEST_ID, response=[doc.ROUTE_STATUS, *doc.LISTING_ERRORS])
+@openapi.definition(
+    operation="listRoutes", parameter=doc.REQUEST_ID, response=[doc.ROUTE_STATUS, *doc.API_LISTING_ERRORS]
+)
 async def route_status(request: Request) -> HTTPResponse:
     """Every route and replica: state, requests in flight, recent latency, last error."""
     return json(request.app.ctx.proxy.route_status())

@@ -52,9 +52,17 @@ def _status_and_error(answer: bytes) -> tuple[int, dict[str, str]]:
 def test_a_trickled_request_head_gets_408_at_its_deadline(
     start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM
 ) -> None:
-    gateway = start_gateway(workers=1, MODEL_ROUTE_chat=chat_upstream.url, REQUEST_HEAD_TIMEOUT_SECONDS="1")
+    # With an API key and a rate limit: neither may turn the 408 into a 401 or a 429 (the head
+    # never arrived, so there is no key to check).
+    gateway = start_gateway(
+        workers=1,
+        MODEL_ROUTE_chat=chat_upstream.url,
+        REQUEST_HEAD_TIMEOUT_SECONDS="1",
+        API_KEY="secret",
+        RATE_LIMIT_PER_MIN="1",
+    )
     with _connect(gateway) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: gateway\r\n")
+        sock.sendall(b"GET /api/models HTTP/1.1\r\nHost: gateway\r\nX-API-Key: secret\r\n")
         # A byte every 0.2 s: Sanic's own timeout, counted from the last byte, never fired.
         answer, seconds = _answer(sock, trickle=b"X-Slow: " + b"a" * 200)
     assert answer, f"no answer within {WAIT_SECONDS} s while the head trickled in"

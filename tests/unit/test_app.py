@@ -138,6 +138,15 @@ async def test_x_model_key_header_routes_v1_requests(make_app: Callable[..., San
     assert route.call_count == 1
 
 
+async def test_an_empty_x_model_key_header_is_no_key(make_app: Callable[..., Sanic], upstream: respx.Router) -> None:
+    # As on /api: the route is inferred from the model, not looked up under the key "" (a 404).
+    route = upstream.post(f"{UPSTREAM_B}/completions").respond(json={"object": "text_completion"})
+    response = await call(
+        make_app(), "post", "/v1/completions", json={"model": "embed", "prompt": "x"}, headers={"X-Model-Key": ""}
+    )
+    assert response.status == 200 and route.called
+
+
 async def test_upstream_error_status_and_body_are_relayed(
     make_app: Callable[..., Sanic], upstream: respx.Router
 ) -> None:
