@@ -5,6 +5,14 @@ Redis is shared state, never the only state: every caller has a local fallback. 
 short timeouts and no retries. After a failure the store is marked down and callers use their
 fallback at once, while a background probe pings Redis every second; so an outage costs one
 timeout, not one per request. The outage is logged once when it starts and once when it ends.
+
+An error that Redis answers (a `ResponseError`: a script or command the gateway got wrong, a key
+of the wrong type, a refusal such as OOM) is no outage: Redis is there, and marking it down
+would switch every other purpose to per-worker state too (with RATE_LIMIT_PER_MIN=100000 the
+limiter's script failed on every call, and the models cache stopped being shared). Such a call
+alone falls back; the error is logged at ERROR once per purpose and counted every time
+(`on_error`). Only the replies that mean Redis cannot serve now (a replica that was the
+master, a cluster that is down or resharding, a script still running) count as an outage.
 """
 
 from __future__ import annotations
@@ -17,9 +25,16 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    ClusterDownError,
+    DataError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
-__all__ = ["RedisStore", "StoreUnavailable", "connect_redis"]
+__all__ = ["RedisStore", "StoreUnavailable", "connect_redis", "is_outage"]
 
 T = TypeVar("T")
 logger = logging.getLogger("gateway.redis")
@@ -31,7 +46,17 @@ SOCKET_TIMEOUT_SECONDS = 0.25
 
 
 class StoreUnavailable(Exception):
-    """Redis did not answer (or is in its back-off period): use the local fallback."""
+    """Redis did not answer (or is in its back-off period), or answered with an error: use the
+    local fallback."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failed call means Redis cannot serve now (rather than that the call was wrong)."""
+    if isinstance(exc, (ReadOnlyError, ClusterDownError, TryAgainError)):
+        return True
+    if isinstance(exc, ResponseError):
+        return str(exc).startswith("BUSY ")  # a script has run past its time limit: Redis waits for it
+    return not isinstance(exc, DataError)  # DataError: an argument the client could not encode
 
 
 def connect_redis(url: str) -> Redis:
@@ -50,17 +75,21 @@ def connect_redis(url: str) -> Redis:
 
 
 class RedisStore:
-    """Runs Redis calls, tracking outages; `on_fallback(purpose)` counts each fallback."""
+    """Runs Redis calls, tracking outages; `on_fallback(purpose)` counts each fallback, and
+    `on_error(purpose)` each error that Redis answered."""
 
     def __init__(
         self,
         client: Redis,
         prefix: str,
         on_fallback: Callable[[str], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self._on_fallback = on_fallback
+        self._on_error = on_error
+        self._reported: set[str] = set()  # purposes whose reply errors were logged
         self._down = False
         self._probe: asyncio.Task[None] | None = None
 
@@ -79,9 +108,24 @@ class RedisStore:
         try:
             return await call(self.client)
         except (RedisError, OSError, TimeoutError) as exc:
-            self._mark_down(purpose, exc)
+            if is_outage(exc):
+                self._mark_down(purpose, exc)
+            else:
+                self._answered_error(purpose, exc)
             self._fell_back(purpose)
             raise StoreUnavailable(purpose) from exc
+
+    def _answered_error(self, purpose: str, exc: BaseException) -> None:
+        if self._on_error is not None:
+            self._on_error(purpose)
+        if purpose not in self._reported:  # once: the next ones are the same bug, counted
+            self._reported.add(purpose)
+            logger.error(
+                "redis answered the %s with an error (%s: %s); such calls use local state, Redis stays in use",
+                purpose,
+                type(exc).__name__,
+                exc,
+            )
 
     def _mark_down(self, purpose: str, exc: BaseException) -> None:
         if not self._down:
