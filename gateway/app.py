@@ -230,7 +230,12 @@ def _shared_replica_cells(app: Sanic, settings: Settings) -> dict[str, list[Any]
 
 def _redis_store(settings: Settings) -> RedisStore:
     return RedisStore(
-        connect_redis(settings.redis_url),
+        connect_redis(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            sentinels=settings.redis_sentinels,
+            sentinel_master=settings.redis_sentinel_master,
+        ),
         settings.redis_prefix,
         on_fallback=lambda purpose: metrics.redis_fallbacks.labels(purpose).inc(),
         on_error=lambda purpose: metrics.redis_errors.labels(purpose).inc(),

@@ -235,7 +235,7 @@ class RedisLimiter:
         self._args = [limit]
 
     async def hit(self, client: str) -> Decision:
-        key = self._store.key("rl", "{" + client + "}")  # hash tag: cluster-safe
+        key = self._store.key("rl", client)
         try:
             allowed, remaining, retry_us, reset_us = await self._store.run(
                 "rate limiter", lambda _: self._script(keys=[key], args=self._args)

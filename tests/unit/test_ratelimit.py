@@ -73,7 +73,7 @@ async def test_redis_limiter_is_shared_and_falls_back_when_redis_is_down() -> No
     limiter = RedisLimiter(2, down, fallback)
     assert [(await limiter.hit("9.9.9.9")).allowed for _ in range(3)] == [True, True, False]
     assert down.is_down
-    await stores[0].client.delete(stores[0].key("rl", "{9.9.9.9}"))
+    await stores[0].client.delete(stores[0].key("rl", "9.9.9.9"))
     for store in [*stores, down]:
         await store.aclose()
 
@@ -162,7 +162,7 @@ async def test_the_redis_limiter_works_over_the_whole_range(redis_store: RedisSt
         assert second.allowed and second.remaining in (limit - 2, limit - 1)  # one may have refilled
     if limit <= 60:  # the key lives as long as the client's debt, in whole milliseconds
         debt_ms = min(limit, 2) * 60_000 / limit
-        assert debt_ms - 1000 < await redis_store.client.pttl(redis_store.key("rl", "{7.7.7.7}")) <= debt_ms
+        assert debt_ms - 1000 < await redis_store.client.pttl(redis_store.key("rl", "7.7.7.7")) <= debt_ms
 
 
 def _frozen(script: str) -> str:
@@ -198,7 +198,7 @@ async def test_the_redis_script_allows_exactly_the_limit_at_one_instant(
     redis_store: RedisStore, patient_redis: Redis, limit: int
 ) -> None:
     script = patient_redis.register_script(_burst_script(GCRA_SCRIPT))
-    key = redis_store.key("rl", "{burst}")
+    key = redis_store.key("rl", "burst")
     seconds, micros = 1_800_000_000, 999_999
     answer = await script(keys=[key], args=[limit, seconds, micros, limit + 1])
     allowed, first_remaining, last_remaining, last_reset_us, refused, retry_us, reset_us = answer
@@ -212,7 +212,7 @@ async def test_the_redis_script_allows_exactly_the_limit_at_one_instant(
 @pytest.mark.parametrize("limit", LIMITS)
 async def test_the_redis_script_refills_one_request_per_interval(redis_store: RedisStore, limit: int) -> None:
     script = redis_store.client.register_script(_frozen(GCRA_SCRIPT))
-    key = redis_store.key("rl", "{refill}")
+    key = redis_store.key("rl", "refill")
     interval_us = 60_000_000 // limit  # a whole number of microseconds for these limits
     start = 1_800_000_000 * 1_000_000 + 123_456
 

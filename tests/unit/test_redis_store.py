@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError
 
 from gateway.metrics import metrics
@@ -70,7 +71,7 @@ async def test_an_error_that_redis_answers_is_no_outage(
 ) -> None:
     store, recorder = recorded_store
     # A key of the wrong type makes the limiter's script fail in Redis (WRONGTYPE) on every call.
-    await store.client.hset(store.key("rl", "{3.3.3.3}"), "field", "value")
+    await store.client.hset(store.key("rl", "3.3.3.3"), "field", "value")
     limiter = RedisLimiter(5, store, LocalLimiter(5))
     cache = ModelsCache(_listing, ttl_seconds=30, store=store)
     counted_before = _errors_counted("rate limiter")
@@ -80,7 +81,7 @@ async def test_an_error_that_redis_answers_is_no_outage(
         assert [decision.allowed for decision in decisions] == [True] * 5 + [False] * 15
         assert not store.is_down
         assert (await limiter.hit("3.3.3.4")).remaining == 4  # another client: counted in Redis
-        assert await store.client.exists(store.key("rl", "{3.3.3.4}")) == 1
+        assert await store.client.exists(store.key("rl", "3.3.3.4")) == 1
         assert await cache.ids("a") == frozenset({"m"})  # the models cache still shares its lists
         assert await store.client.exists(store.key("models", "a")) == 1
     assert recorder.errors == {"rate limiter": 20}
@@ -97,7 +98,7 @@ async def test_each_purpose_logs_its_first_error_once(
     store, recorder = recorded_store
 
     async def invalid_expiry(client: Redis) -> object:
-        return await client.set(store.key("x"), "1", px=0)  # "invalid expire time"
+        return await client.set(store.key("x", "y"), "1", px=0)  # "invalid expire time"
 
     with caplog.at_level(logging.ERROR, logger="gateway.redis"):
         for purpose in ("models cache", "rate limiter", "models cache", "rate limiter"):
@@ -134,6 +135,25 @@ async def test_a_lost_connection_is_still_an_outage(caplog: pytest.LogCaptureFix
 )
 def test_which_errors_are_outages(error: Exception, outage: bool) -> None:
     assert is_outage(error) is outage
+
+
+async def test_every_key_the_gateway_writes_is_hash_tagged(recorded_store: tuple[RedisStore, Recorder]) -> None:
+    """In a cluster a multi-key script or pipeline must stay on one slot: the keys of one client
+    or one route carry the same hash tag, and nothing else is hashed."""
+    store, _ = recorded_store
+    seen: set[bytes] = set()
+
+    async def fetch(route_key: str) -> ModelList:  # runs while the route's lock is held
+        seen.update([key async for key in store.client.scan_iter(f"{store.prefix}*")])
+        return await _listing(route_key)
+
+    await RedisLimiter(5, store, LocalLimiter(5)).hit("2.2.2.2")
+    assert await ModelsCache(fetch, ttl_seconds=30, store=store).ids("a") == frozenset({"m"})
+    seen.update([key async for key in store.client.scan_iter(f"{store.prefix}*")])
+    prefix = store.prefix.encode()
+    assert seen == {prefix + b"rl:{2.2.2.2}", prefix + b"models:{a}", prefix + b"models:{a}:lock"}
+    assert key_slot(prefix + b"models:{a}") == key_slot(prefix + b"models:{a}:lock") == key_slot(b"a")
+    assert key_slot(prefix + b"rl:{2.2.2.2}") == key_slot(b"2.2.2.2")
 
 
 async def _listing(route_key: str) -> ModelList:
