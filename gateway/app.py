@@ -237,17 +237,25 @@ def _shared_replica_cells(app: Sanic, settings: Settings) -> dict[str, list[Any]
     return cells
 
 
+def _redis_store(settings: Settings) -> RedisStore:
+    return RedisStore(
+        connect_redis(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            sentinels=settings.redis_sentinels,
+            sentinel_master=settings.redis_sentinel_master,
+        ),
+        settings.redis_prefix,
+        on_fallback=lambda purpose: metrics.redis_fallbacks.labels(purpose).inc(),
+        on_error=lambda purpose: metrics.redis_errors.labels(purpose).inc(),
+    )
+
+
 async def _start_services(app: Sanic) -> None:
     settings: Settings = app.ctx.settings
     shared_cells = _shared_replica_cells(app, settings)
     upstream = Upstream(settings, transport=app.ctx.upstream_transport)
-    store = None
-    if settings.use_redis:
-        store = RedisStore(
-            connect_redis(settings.redis_url),
-            settings.redis_prefix,
-            on_fallback=lambda purpose: metrics.redis_fallbacks.labels(purpose).inc(),
-        )
+    store = _redis_store(settings) if settings.use_redis else None
 
     limiter = None
     if settings.rate_limit_per_min:

@@ -271,6 +271,11 @@ class Metrics:
             "Operations served locally because Redis failed, by purpose.",
             ["purpose"],
         )
+        self.redis_errors = _Counter(
+            "gateway_redis_errors_total",
+            "Errors that Redis answered (a command or script bug, not an outage), by purpose.",
+            ["purpose"],
+        )
         self.upstream_retries = _Counter(
             "gateway_upstream_retries_total", "Requests retried on another replica, by route.", ["route"]
         )

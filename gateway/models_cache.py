@@ -3,9 +3,10 @@ The cache of each route's upstream `/models` list, used for routing by model and
 
 Two levels. Each worker keeps the lists it has seen until they expire, and concurrent misses
 for one route share one fetch (single flight). With Redis, the lists live there too, under
-`{REDIS_PREFIX}models:{route}`, with a short lock so that one worker of one instance fetches
-while the others wait for its result: all workers of all instances make about one upstream
-`/models` call per route per TTL. Local copies expire with the Redis entry they were read from.
+`{REDIS_PREFIX}models:{<route>}` (hash-tagged, so that in a cluster its lock shares its slot),
+with a short lock so that one worker of one instance fetches while the others wait for its
+result: all workers of all instances make about one upstream `/models` call per route per TTL.
+Local copies expire with the Redis entry they were read from.
 If Redis fails, the worker carries on with its local cache alone.
 
 Refresh ahead: a list read in the last tenth of its lifetime is fetched again in the background

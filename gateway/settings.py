@@ -88,6 +88,10 @@ class Settings:
     use_redis: bool = False
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "gateway:"
+    # A Redis Cluster (`redis_url` names any node), or a master found through Sentinel; not both.
+    redis_cluster: bool = False
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str | None = None
 
     @property
     def auth_enabled(self) -> bool:
@@ -226,6 +230,51 @@ def _routes(values: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
     return routes
 
 
+def _sentinels(value: str | None) -> tuple[tuple[str, int], ...]:
+    """`REDIS_SENTINELS`: host:port pairs, comma-separated ([v6]:port for IPv6 addresses)."""
+    sentinels = []
+    for item in (value or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise SettingsError(
+                f"REDIS_SENTINELS={item!r}: expected host:port pairs, comma-separated, such as 10.0.0.1:26379,10.0.0.2:26379"
+            )
+        sentinels.append((host, int(port)))
+    return tuple(sentinels)
+
+
+def _redis_topology(env: _Reader, redis_url: str, cluster: bool, sentinels: tuple[tuple[str, int], ...]) -> str | None:
+    """Check that the Redis settings describe one way to reach Redis; the Sentinel master's name."""
+    master = env.text("REDIS_SENTINEL_MASTER")
+    listed = env.text("REDIS_SENTINELS")
+    if cluster and sentinels:
+        raise SettingsError(
+            f"REDIS_SENTINELS={listed!r}: expected either it or REDIS_CLUSTER=true, not both (a cluster fails over itself)"
+        )
+    if sentinels and master is None:
+        raise SettingsError(
+            f"REDIS_SENTINELS={listed!r}: expected REDIS_SENTINEL_MASTER too, the name the sentinels monitor the master by"
+        )
+    if master is not None and not sentinels:
+        raise SettingsError(f"REDIS_SENTINEL_MASTER={master!r}: expected REDIS_SENTINELS too, the sentinels to ask")
+    parts = urlsplit(redis_url)
+    if cluster and (parts.scheme == "unix" or parts.path.strip("/") not in ("", "0")):
+        raise SettingsError(
+            f"REDIS_URL={redis_url!r}: expected the redis:// or rediss:// URL of a cluster node, with database 0"
+            " (a cluster has no other), as REDIS_CLUSTER=true"
+        )
+    if sentinels and parts.scheme == "unix":
+        raise SettingsError(
+            f"REDIS_URL={redis_url!r}: expected a redis:// or rediss:// URL with REDIS_SENTINELS"
+            " (its database and credentials are used; the sentinels give the address)"
+        )
+    return master
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = ".env"
 ) -> Settings:
@@ -263,6 +312,9 @@ def load_settings(
     redis_url = env.text("REDIS_URL", Settings.redis_url) or Settings.redis_url
     if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
         raise SettingsError(f"REDIS_URL={redis_url!r}: expected a redis://, rediss:// or unix:// URL")
+    redis_cluster = env.get("REDIS_CLUSTER", _boolean, False, "true or false")
+    redis_sentinels = _sentinels(env.text("REDIS_SENTINELS"))
+    redis_sentinel_master = _redis_topology(env, redis_url, redis_cluster, redis_sentinels)
 
     return Settings(
         api_host=env.text("API_HOST", Settings.api_host) or Settings.api_host,
@@ -316,4 +368,7 @@ def load_settings(
         use_redis=env.get("USE_REDIS", _boolean, False, "true or false"),
         redis_url=redis_url,
         redis_prefix=env.text("REDIS_PREFIX", Settings.redis_prefix) or Settings.redis_prefix,
+        redis_cluster=redis_cluster,
+        redis_sentinels=redis_sentinels,
+        redis_sentinel_master=redis_sentinel_master,
     )

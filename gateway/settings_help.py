@@ -119,6 +119,15 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("USE_REDIS", "false", "use Redis; without it, each machine's workers share limits in memory", _D),
     Variable("REDIS_URL", "redis://127.0.0.1:6379/0", "the Redis to use", _D),
     Variable("REDIS_PREFIX", "gateway:", "prefix of every key the gateway writes", _D),
+    Variable("REDIS_CLUSTER", "false", "a Redis Cluster: REDIS_URL names any of its nodes (database 0)", _D),
+    Variable(
+        "REDIS_SENTINELS",
+        "",
+        "Redis Sentinel: the sentinels to ask where the master is, host:port, comma-separated; "
+        "REDIS_URL then gives only the database and credentials",
+        _D,
+    ),
+    Variable("REDIS_SENTINEL_MASTER", "", "the name the sentinels monitor the master by (with REDIS_SENTINELS)", _D),
 )
 
 _USAGE = """\

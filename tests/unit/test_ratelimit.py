@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import math
 import multiprocessing
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from redis import RedisError
+from redis.asyncio import Redis
 
-from gateway.ratelimit import LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_shared_table
+from gateway.ratelimit import GCRA_SCRIPT, LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_shared_table
 from gateway.redis_store import RedisStore, StoreUnavailable, connect_redis
 
 
@@ -70,7 +73,7 @@ async def test_redis_limiter_is_shared_and_falls_back_when_redis_is_down() -> No
     limiter = RedisLimiter(2, down, fallback)
     assert [(await limiter.hit("9.9.9.9")).allowed for _ in range(3)] == [True, True, False]
     assert down.is_down
-    await stores[0].client.delete(stores[0].key("rl", "{9.9.9.9}"))
+    await stores[0].client.delete(stores[0].key("rl", "9.9.9.9"))
     for store in [*stores, down]:
         await store.aclose()
 
@@ -100,8 +103,169 @@ async def test_a_redis_outage_does_not_hand_out_a_fresh_budget(monkeypatch: pyte
 
 
 def test_a_budget_of_one_allows_the_first_request_whatever_the_clock_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    # 1988.339522512152 + 60 - 60 rounds to one step above it: the first request was refused.
-    monkeypatch.setattr("gateway.ratelimit.time.monotonic", lambda: 1988.339522512152)
-    assert 1988.339522512152 + 60.0 - 60.0 > 1988.339522512152
+    # In floating-point seconds, 1988.339522512152 + 60 - 60 rounded to one step above it, and
+    # the first request was refused; in whole microseconds nothing rounds.
+    monkeypatch.setattr("gateway.ratelimit._now_us", lambda: 1_988_339_522_512)
     decision = LocalLimiter(1).hit_now("first")
     assert decision.allowed and decision.remaining == 0
+
+
+# --- The arithmetic over the whole range of RATE_LIMIT_PER_MIN (1 to 10,000,000) -----------------
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+LIMITS = [1, 60, 100_000, 10_000_000]
+# Limits whose whole burst a test can afford to spend one request at a time.
+BURSTS = [1, 60, 100_000]
+FROZEN_US = 3_000_000_123_457  # 35 days of uptime, in microseconds
+
+
+@pytest.fixture
+async def redis_store() -> AsyncIterator[RedisStore]:
+    """A store on the real Redis under a prefix of its own, whose keys are deleted afterwards.
+
+    Its `fallbacks` list the purposes of the calls it could not run in Redis.
+    """
+    fallbacks: list[str] = []
+    store = RedisStore(connect_redis(REDIS_URL), f"test-{uuid.uuid4().hex[:8]}:", on_fallback=fallbacks.append)
+    store.fallbacks = fallbacks  # type: ignore[attr-defined]
+    try:
+        await store.client.ping()
+    except RedisError:
+        pytest.fail("this test needs Redis at 127.0.0.1:6379 (scripts/test.sh starts one)")
+    yield store
+    keys = [key async for key in store.client.scan_iter(f"{store.prefix}*")]
+    if keys:
+        await store.client.delete(*keys)
+    await store.aclose()
+
+
+@pytest.fixture
+async def patient_redis() -> AsyncIterator[Redis]:
+    """A client that waits for a script of 100,000 steps (the gateway's gives up after 250 ms)."""
+    client = Redis.from_url(REDIS_URL, socket_timeout=10)
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+async def test_the_redis_limiter_works_over_the_whole_range(redis_store: RedisStore, limit: int) -> None:
+    limiter = RedisLimiter(limit, redis_store, LocalLimiter(limit))
+    first = await limiter.hit("7.7.7.7")
+    assert redis_store.fallbacks == []  # type: ignore[attr-defined]  # Redis ran the script
+    assert first.allowed and first.remaining == limit - 1
+    assert first.reset_after == 60 / limit
+    second = await limiter.hit("7.7.7.7")
+    assert redis_store.fallbacks == []  # type: ignore[attr-defined]
+    if limit == 1:
+        assert not second.allowed and 59 < second.retry_after <= 60
+    else:
+        assert second.allowed and second.remaining in (limit - 2, limit - 1)  # one may have refilled
+    if limit <= 60:  # the key lives as long as the client's debt, in whole milliseconds
+        debt_ms = min(limit, 2) * 60_000 / limit
+        assert debt_ms - 1000 < await redis_store.client.pttl(redis_store.key("rl", "7.7.7.7")) <= debt_ms
+
+
+def _frozen(script: str) -> str:
+    """The limiter's script with the clock taken from ARGV[2] (seconds) and ARGV[3] (microseconds)."""
+    frozen = script.replace("redis.call('TIME')", "{ARGV[2], ARGV[3]}")
+    assert frozen != script, "the script no longer reads the clock with redis.call('TIME')"
+    return frozen
+
+
+def _burst_script(script: str) -> str:
+    """The frozen script run ARGV[4] times in one go, at one instant: what each answered."""
+    body = _frozen(script)
+    return f"""
+local function hit()
+{body}
+end
+local answers = {{}}
+for i = 1, tonumber(ARGV[4]) do
+  local answer = hit()
+  answers[i] = answer
+end
+local allowed, last_allowed = 0, nil
+for i = 1, #answers do
+  if answers[i][1] == 1 then allowed = allowed + 1; last_allowed = answers[i] end
+end
+local refused = answers[#answers]
+return {{allowed, answers[1][2], last_allowed[2], last_allowed[4], refused[1], refused[3], refused[4]}}
+"""
+
+
+@pytest.mark.parametrize("limit", BURSTS)
+async def test_the_redis_script_allows_exactly_the_limit_at_one_instant(
+    redis_store: RedisStore, patient_redis: Redis, limit: int
+) -> None:
+    script = patient_redis.register_script(_burst_script(GCRA_SCRIPT))
+    key = redis_store.key("rl", "burst")
+    seconds, micros = 1_800_000_000, 999_999
+    answer = await script(keys=[key], args=[limit, seconds, micros, limit + 1])
+    allowed, first_remaining, last_remaining, last_reset_us, refused, retry_us, reset_us = answer
+    interval_us = 60_000_000 / limit
+    assert allowed == limit and refused == 0
+    assert first_remaining == limit - 1 and last_remaining == 0
+    assert last_reset_us == reset_us == 60_000_000  # the bucket is full again in a minute
+    assert retry_us == math.ceil(interval_us)  # one request refills in one interval
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+async def test_the_redis_script_refills_one_request_per_interval(redis_store: RedisStore, limit: int) -> None:
+    script = redis_store.client.register_script(_frozen(GCRA_SCRIPT))
+    key = redis_store.key("rl", "refill")
+    interval_us = 60_000_000 // limit  # a whole number of microseconds for these limits
+    start = 1_800_000_000 * 1_000_000 + 123_456
+
+    async def hit(at_us: int) -> list[int]:
+        return list(await script(keys=[key], args=[limit, *divmod(at_us, 1_000_000)]))
+
+    if limit >= 2:  # the state after limit-1 requests at `start` (one future arrival time) is
+        # also what one request leaves (limit-2) intervals after `start`, into a full bucket
+        assert (await hit(start + (limit - 2) * interval_us))[0] == 1
+    assert await hit(start) == [1, 0, 0, 60_000_000]  # the last request of the budget
+    assert await hit(start) == [0, 0, interval_us, 60_000_000]
+    assert await hit(start + interval_us - 1) == [0, 0, 1, 60_000_000 - interval_us + 1]
+    assert await hit(start + interval_us) == [1, 0, 0, 60_000_000]
+
+
+def _frozen_clock(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The local limiters' clock (microseconds), stopped at `clock[0]` until the test moves it."""
+    clock = [FROZEN_US]
+    monkeypatch.setattr("gateway.ratelimit._now_us", lambda: clock[0])
+    return clock
+
+
+def _local_limiters(limit: int) -> list[LocalLimiter | SharedMemoryLimiter]:
+    return [LocalLimiter(limit), SharedMemoryLimiter(limit, create_shared_table())]
+
+
+@pytest.mark.parametrize("limit", BURSTS)
+def test_the_local_limiters_allow_exactly_the_limit_at_one_instant(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    _frozen_clock(monkeypatch)
+    for limiter in _local_limiters(limit):
+        decisions = [limiter.hit_now("6.6.6.6") for _ in range(limit)]
+        assert all(decision.allowed for decision in decisions), type(limiter).__name__
+        assert decisions[0].remaining == limit - 1 and decisions[-1].remaining == 0
+        assert decisions[-1].reset_after == 60.0
+        refused = limiter.hit_now("6.6.6.6")
+        assert not refused.allowed
+        assert refused.retry_after == 60 / limit and refused.reset_after == 60.0
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+def test_the_local_limiters_refill_one_request_per_interval(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    clock = _frozen_clock(monkeypatch)
+    interval_us = 60_000_000 // limit  # a whole number of microseconds for these limits
+    for limiter in _local_limiters(limit):
+        clock[0] = FROZEN_US
+        limiter.sync("5.5.5.5", (60_000_000 - interval_us) / 1e6)  # limit-1 requests spent, one left
+        last = limiter.hit_now("5.5.5.5")
+        assert last.allowed and last.remaining == 0 and last.reset_after == 60.0, type(limiter).__name__
+        refused = limiter.hit_now("5.5.5.5")
+        assert not refused.allowed and refused.retry_after == interval_us / 1e6
+        clock[0] = FROZEN_US + interval_us - 1
+        almost = limiter.hit_now("5.5.5.5")
+        assert not almost.allowed and almost.retry_after == 1e-6
+        clock[0] = FROZEN_US + interval_us
+        refilled = limiter.hit_now("5.5.5.5")
+        assert refilled.allowed and refilled.remaining == 0 and refilled.reset_after == 60.0

@@ -80,6 +80,16 @@ def test_csv_values() -> None:
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL"),
         ({"RATE_LIMIT_PER_MIN": "-1"}, "RATE_LIMIT_PER_MIN"),
+        ({"REDIS_CLUSTER": "several"}, "REDIS_CLUSTER"),
+        ({"REDIS_SENTINELS": "10.0.0.1", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS"),
+        ({"REDIS_SENTINELS": "10.0.0.1:99999", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS"),
+        ({"REDIS_SENTINELS": ":26379", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS"),
+        ({"REDIS_SENTINELS": "10.0.0.1:26379"}, "REDIS_SENTINELS"),  # without the master's name
+        ({"REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINEL_MASTER"),  # without sentinels to ask
+        ({"REDIS_CLUSTER": "true", "REDIS_SENTINELS": "a:1", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS"),
+        ({"REDIS_CLUSTER": "true", "REDIS_URL": "redis://127.0.0.1:7000/3"}, "REDIS_URL"),
+        ({"REDIS_CLUSTER": "true", "REDIS_URL": "unix:///run/redis.sock"}, "REDIS_URL"),
+        ({"REDIS_SENTINELS": "a:1", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "unix:///run/redis.sock"}, "REDIS_URL"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
@@ -119,6 +129,18 @@ def test_client_timeouts_and_cors_headers_are_read() -> None:
     assert settings.cors_allow_headers == ("x-a", "x-b")
     with pytest.raises(SettingsError, match=r"^CORS_ALLOW_HEADERS='x y': expected header names"):
         load_settings({"CORS_ALLOW_HEADERS": "x y"}, env_file=None)
+
+
+def test_redis_beyond_one_server() -> None:
+    assert load_settings({}, env_file=None).redis_sentinels == ()
+    cluster = load_settings({"REDIS_CLUSTER": "true", "REDIS_URL": "redis://10.0.0.5:7000"}, env_file=None)
+    assert cluster.redis_cluster and cluster.redis_sentinel_master is None
+    sentinel = load_settings(
+        {"REDIS_SENTINELS": "10.0.0.1:26379, sentinel-b:26380,[::1]:26381", "REDIS_SENTINEL_MASTER": "mymaster"},
+        env_file=None,
+    )
+    assert sentinel.redis_sentinels == (("10.0.0.1", 26379), ("sentinel-b", 26380), ("::1", 26381))
+    assert sentinel.redis_sentinel_master == "mymaster" and not sentinel.redis_cluster
 
 
 def test_environment_wins_over_env_file(tmp_path: Path) -> None:
