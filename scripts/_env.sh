@@ -1,5 +1,6 @@
-# Shared by dev.sh and test.sh: a virtual environment in .venv with the given requirements file.
-# Sourced, not run. Re-installs only when the requirements files change.
+# Shared by dev.sh and test.sh: a virtual environment in .venv with the exact versions of a lock
+# file (requirements.lock, or requirements-dev.lock with the test tools), checked against their
+# hashes. Sourced, not run. Re-installs only when the lock file changes.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${GATEWAY_VENV:-$ROOT/.venv}"
@@ -40,7 +41,7 @@ make_venv() {
 }
 
 ensure_venv() {
-  local requirements="$1" pythons=() python stamp wanted
+  local lock="$1" pythons=() python stamp wanted
   if [ ! -x "$VENV/bin/python" ]; then
     mapfile -t pythons < <(find_pythons)
     [ "${#pythons[@]}" -gt 0 ] || exit 1 # find_pythons said why
@@ -64,15 +65,21 @@ ensure_venv() {
     echo "created $VENV with $python ($("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])'))"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   fi
-  stamp="$VENV/.installed-$(basename "$requirements")"
-  wanted="$(cat "$ROOT/requirements.txt" "$ROOT/$requirements" | sha256sum | cut -d' ' -f1)"
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
-    echo "installing $requirements into $VENV ..."
-    if ! "$VENV/bin/python" -m pip install -q -r "$ROOT/$requirements" >"$VENV/pip.log" 2>&1; then
-      echo "error: pip install -r $requirements failed; the last lines of $VENV/pip.log:" >&2
-      tail -n 20 "$VENV/pip.log" >&2
-      exit 1
-    fi
-    echo "$wanted" >"$stamp"
+  stamp="$VENV/.installed-$lock"
+  wanted="$(sha256sum "$ROOT/$lock" | cut -d' ' -f1)"
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && return 0
+  # The dev lock pins the runtime lock's versions (scripts/lock.sh), so a venv made for the tests
+  # also serves dev.sh.
+  if [ "$lock" = requirements.lock ] && [ -f "$VENV/.installed-requirements-dev.lock" ] &&
+    [ "$(cat "$VENV/.installed-requirements-dev.lock")" = "$(sha256sum "$ROOT/requirements-dev.lock" | cut -d' ' -f1)" ]; then
+    return 0
   fi
+  echo "installing $lock into $VENV ..."
+  # --no-deps: the lock already names every package, so pip resolves nothing of its own.
+  if ! "$VENV/bin/python" -m pip install -q --require-hashes --no-deps -r "$ROOT/$lock" >"$VENV/pip.log" 2>&1; then
+    echo "error: pip install -r $lock failed; the last lines of $VENV/pip.log:" >&2
+    tail -n 20 "$VENV/pip.log" >&2
+    exit 1
+  fi
+  echo "$wanted" >"$stamp"
 }

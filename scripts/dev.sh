@@ -20,7 +20,7 @@ for arg in "$@"; do
   esac
 done
 
-ensure_venv requirements.txt
+ensure_venv requirements.lock
 if [ ! -f .env ]; then
   cp .env.example .env
   echo "created .env from .env.example: edit MODEL_ROUTE_* and DEFAULT_MODEL_* to point at your vLLM servers"
@@ -37,7 +37,6 @@ if $fake; then
   "$VENV/bin/python" scripts/fake_vllm.py --host 127.0.0.1 --port "$port" --model "$model" \
     --chunks 24 --chunk-interval 0.05 --quiet &
   fake_pid=$!
-  trap 'kill "$fake_pid" 2>/dev/null || true' EXIT
   cat <<BANNER
 ******************************************************************************
 *  FAKE vLLM on http://127.0.0.1:$port/v1 serving "$model".
@@ -45,7 +44,22 @@ if $fake; then
 *  Point a route at it (.env.example's MODEL_ROUTE_tiny already does).
 ******************************************************************************
 BANNER
-  "$VENV/bin/python" -m gateway
+  "$VENV/bin/python" -m gateway &
+  gateway_pid=$!
+  # Both run in the background so that this script can hear a stop signal at once (a shell waiting
+  # on a foreground child defers its traps) and pass it on: stopping this script by its PID, as a
+  # Procfile manager or `kill` does, stops the gateway (which drains its workers) and the fake, and
+  # returns once both have exited. If either exits on its own, the other is stopped too.
+  stop_both() {
+    trap - TERM INT HUP
+    kill -TERM "$gateway_pid" "$fake_pid" 2>/dev/null || true
+    wait "$gateway_pid" "$fake_pid" 2>/dev/null || true
+  }
+  trap 'stop_both; exit 0' TERM INT HUP
+  status=0
+  wait -n "$gateway_pid" "$fake_pid" || status=$?
+  stop_both
+  exit "$status"
 else
   exec "$VENV/bin/python" -m gateway
 fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the test suite: a virtual environment in .venv with requirements-dev.txt, Redis on
+# Run the test suite: a virtual environment in .venv with requirements-dev.lock, Redis on
 # 127.0.0.1:6379 (started, and installed with apt-get if missing), then pytest.
 #
 #   ./scripts/test.sh              unit and integration tests (fake vLLM servers, real Redis)
@@ -40,6 +40,6 @@ ensure_redis() {
   exit 1
 }
 
-ensure_venv requirements-dev.txt
+ensure_venv requirements-dev.lock
 ensure_redis
 exec "$VENV/bin/python" -m pytest "$@"
