@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any, cast
 
 from sanic import Request
 
 from .logs import AccessLog
 from .metrics import metrics
+from .requests import RequestState
 
 __all__ = ["CLIENT_CLOSED", "access_log", "record_request"]
 
@@ -22,13 +24,13 @@ CLIENT_CLOSED = 499  # nginx's "client closed request"
 access_log = AccessLog()
 
 
-def record_request(request: Request, status: int) -> None:
+def record_request(request: Request[Any, Any], status: int) -> None:
     """Record a finished request, once: later calls for the same request do nothing."""
-    ctx = request.ctx
-    if getattr(ctx, "recorded", False):
+    ctx = cast(RequestState, request.ctx)  # create_app() makes every request a gateway Request
+    if ctx.recorded:
         return
     ctx.recorded = True
-    started = getattr(ctx, "started", None)
+    started = ctx.started
     duration = time.perf_counter() - started if started is not None else 0.0
     route = request.route
     endpoint = "/" + route.path if route is not None else "unmatched"
@@ -37,16 +39,16 @@ def record_request(request: Request, status: int) -> None:
     if access_log.logger.isEnabledFor(logging.INFO):
         access_log.write(
             {
-                "request_id": getattr(ctx, "request_id", None),
+                "request_id": ctx.request_id,
                 "method": request.method,
                 "path": request.path,
                 "status": status,
                 "duration_ms": round(duration * 1000, 2),
-                "route": getattr(ctx, "route_key", None),
-                "model": getattr(ctx, "model", None),
-                "client_ip": getattr(ctx, "client_ip", None) or request.ip,
-                "upstream_status": getattr(ctx, "upstream_status", None),
+                "route": ctx.route_key,
+                "model": ctx.model,
+                "client_ip": ctx.client_ip or request.ip,
+                "upstream_status": ctx.upstream_status,
                 # The code of the gateway's error, a JSON one or a stream's in-band one.
-                "error": getattr(ctx, "error", None),
+                "error": ctx.error,
             }
         )

@@ -9,8 +9,9 @@ process, never per request. Where things live:
   ejections) and the Prometheus multiprocess folder, all of which must exist before the workers
   are spawned;
 - each worker (`before_server_start`): its own socket on the port (`listener.py`), its CPU
-  (`PIN_WORKERS`), the upstream connection pool, the Redis client, the models cache, the
-  limiter, and the proxy service that the blueprints call.
+  (`PIN_WORKERS`), and its `Services` (`services.py`: the upstream connection pool, the Redis
+  client, the routes, the models cache, the guard, the proxy and the catalogue that the
+  blueprints call).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import random
 import re
 import sys
 import time
-from typing import Any
 
 import orjson
 from sanic import HTTPResponse, Sanic
@@ -36,20 +36,12 @@ from . import ejections as ejections_module
 from . import metrics as metrics_module
 from .access import access_log, record_request
 from .blueprints.docs import UI_CONFIG as DOCS_UI_CONFIG
-from .client_ip import ClientIP, parse_networks
-from .cors import ALLOW_HEADERS, CorsPolicy
 from .errors import GatewayErrorHandler
-from .guard import Guard
 from .listener import listen_alone
 from .logs import log_config
 from .metrics import metrics
-from .models_cache import ModelList, ModelsCache, merge_listings
-from .proxy import Proxy
-from .ratelimit import LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_shared_table
-from .redis_store import RedisStore, connect_redis
-from .replicas import Route
+from .ratelimit import LocalLimiter, create_shared_table
 from .requests import Request
-from .routing import Router
 from .sanic_config import ServerConfig
 from .server import (
     StopSignals,
@@ -58,9 +50,9 @@ from .server import (
     pin_worker_to_cpu,
     shield_worker_manager_from_signals,
 )
+from .services import Services
 from .settings import Settings, SettingsError, load_settings
 from .supervisor import REPLACES_ENV, supervise_workers
-from .upstream import Upstream
 
 __all__ = ["APP_NAME", "create_app", "load_or_exit"]
 
@@ -106,11 +98,11 @@ def create_app(settings: Settings | None = None) -> Sanic:
         loads=orjson.loads,
         error_handler=GatewayErrorHandler(),
         log_config=log_config(settings.log_level),
-        request_class=Request,
+        request_class=Request,  # type: ignore[arg-type]  # Sanic types it for SimpleNamespace contexts only
         config=ServerConfig(),
     )
+    # Known before any worker starts; `services` (gateway/services.py) is built in each worker.
     app.ctx.settings = settings
-    app.ctx.cors_policy = CorsPolicy(settings.allow_origins, ALLOW_HEADERS + settings.cors_allow_headers)
     # Tests may put an `httpx.MockTransport` here before the server starts; None: the real one.
     app.ctx.upstream_transport = None
     # A per-process limiter for single-process runs (tests), where no main process prepares
@@ -173,23 +165,21 @@ async def _begin_request(request: Request) -> None:
     ctx.started = time.perf_counter()
     incoming = request.headers.get("x-request-id")
     ctx.request_id = incoming if incoming and _valid_request_id(incoming) else new_request_id()
-    ctx.route_key = ctx.model = ctx.upstream_status = ctx.rate = None
-    ctx.streaming = False
-    await request.app.ctx.guard.admit(request)
+    await request.app.ctx.services.guard.admit(request)
 
 
 async def _end_request(request: Request, response: HTTPResponse) -> None:
     ctx = request.ctx
-    request_id = getattr(ctx, "request_id", None)
+    request_id = ctx.request_id
     if request_id is None:  # the request failed before the request middleware ran
         request_id = ctx.request_id = new_request_id()
-    request.app.ctx.cors_policy.apply(request, response)
+    request.app.ctx.services.cors_policy.apply(request, response)
     headers = response.headers
     headers["x-request-id"] = request_id
-    rate = getattr(ctx, "rate", None)
+    rate = ctx.rate
     if rate is not None:
         headers.update(rate.headers())
-    if not getattr(ctx, "streaming", False):  # a stream is recorded when it ends
+    if not ctx.streaming:  # a stream is recorded when it ends
         record_request(request, response.status)
 
 
@@ -206,11 +196,6 @@ def _remove_shared_state(app: Sanic) -> None:
     metrics_module.remove_multiprocess_dir()
 
 
-def _local_limiter(app: Sanic, limit: int) -> LocalLimiter | SharedMemoryLimiter:
-    table = getattr(app.shared_ctx, "rate_table", None)
-    return SharedMemoryLimiter(limit, table) if table is not None else app.ctx.local_limiter
-
-
 async def _set_up_worker_process(app: Sanic) -> None:
     for server in app.state.server_info:  # Sanic listens on `sock` after this listener
         listen_alone(server.settings.get("sock"))
@@ -225,68 +210,13 @@ async def _set_up_worker_process(app: Sanic) -> None:
         logger.info("worker %d replaces worker %s", os.getpid(), replaced or "?")
 
 
-def _shared_replica_cells(app: Sanic, settings: Settings) -> dict[str, list[Any]]:
-    """The replicas' cells in the machine's ejection table; none in a single process (tests)."""
-    table = getattr(app.shared_ctx, "ejections", None)
-    if table is None:
-        return {}
-    cells = ejections_module.replica_cells(table, settings.routes)
-    if cells is None:
-        logger.warning("this worker's routes differ from the main process's: it keeps its own view of replica health")
-        return {}
-    return cells
-
-
-def _redis_store(settings: Settings) -> RedisStore:
-    return RedisStore(
-        connect_redis(
-            settings.redis_url,
-            cluster=settings.redis_cluster,
-            sentinels=settings.redis_sentinels,
-            sentinel_master=settings.redis_sentinel_master,
-        ),
-        settings.redis_prefix,
-        on_fallback=lambda purpose: metrics.redis_fallbacks.labels(purpose).inc(),
-        on_error=lambda purpose: metrics.redis_errors.labels(purpose).inc(),
-    )
-
-
 async def _start_services(app: Sanic) -> None:
-    settings: Settings = app.ctx.settings
-    shared_cells = _shared_replica_cells(app, settings)
-    upstream = Upstream(settings, transport=app.ctx.upstream_transport)
-    store = _redis_store(settings) if settings.use_redis else None
-
-    limiter = None
-    if settings.rate_limit_per_min:
-        local = _local_limiter(app, settings.rate_limit_per_min)
-        limiter = RedisLimiter(settings.rate_limit_per_min, store, local) if store else local
-
-    routes = {
-        key: Route(
-            key,
-            urls,
-            probe=upstream.is_up,
-            probe_interval=settings.replica_probe_interval_seconds,
-            cooldown_max=settings.replica_cooldown_max_seconds,
-            probe_timeout=settings.health_timeout_seconds,
-            cells=shared_cells.get(key),
-        )
-        for key, urls in settings.routes.items()
-    }
-
-    async def list_route(route_key: str) -> ModelList | None:
-        route = routes[route_key]
-        urls = [replica.url for replica in route.healthy()] or list(route.urls)
-        return merge_listings(await asyncio.gather(*(upstream.list_models(url) for url in urls)))
-
-    models = ModelsCache(list_route, settings.models_cache_ttl_seconds, store)
-    app.ctx.upstream = upstream
-    app.ctx.redis = store
-    app.ctx.routes = routes
-    app.ctx.models = models
-    app.ctx.guard = Guard(settings, limiter, ClientIP(parse_networks(settings.trusted_proxies)))
-    app.ctx.proxy = Proxy(settings, Router(settings, routes, models), upstream)
+    app.ctx.services = Services.build(
+        app.ctx.settings,
+        shared_ctx=app.shared_ctx,
+        local_limiter=app.ctx.local_limiter,
+        transport=app.ctx.upstream_transport,
+    )
     loop = asyncio.get_running_loop()
     access_log.write_after_each_loop_step(loop)
     metrics_module.write_after_each_loop_step(loop)
@@ -297,35 +227,26 @@ async def _worker_ready(app: Sanic) -> None:
         asyncio.get_running_loop(), functools.partial(app.stop, terminate=False), lambda: app.state.is_running
     )
     if signals.take_over():
-        app.ctx.stop_signals = signals
+        app.ctx.services.stop_signals = signals
     freeze_startup_heap()
 
 
 async def _drain_streams(app: Sanic) -> None:
-    signals = getattr(app.ctx, "stop_signals", None)
-    if signals is not None:
-        signals.shutting_down()
+    services: Services = app.ctx.services
+    if services.stop_signals is not None:
+        services.stop_signals.shutting_down()
     # Sanic lets in-flight requests run for GRACEFUL_SHUTDOWN_TIMEOUT, then aborts their
     # connections. Streams still open just before that end with an in-band error instead.
-    grace = app.ctx.settings.graceful_shutdown_seconds
-    app.ctx.stream_deadline = app.ctx.proxy.end_streams_after(max(grace - 0.5, 0.0))
+    grace = services.settings.graceful_shutdown_seconds
+    services.stream_deadline = services.proxy.end_streams_after(max(grace - 0.5, 0.0))
 
 
 async def _stop_services(app: Sanic) -> None:
-    # after_server_stop: in-flight handlers have finished or been cancelled by now.
+    services: Services = app.ctx.services
     try:
-        deadline = getattr(app.ctx, "stream_deadline", None)
-        if deadline is not None:
-            deadline.cancel()
-        for route in app.ctx.routes.values():
-            route.close()
-        app.ctx.models.close()
-        await app.ctx.upstream.aclose()
-        if app.ctx.redis is not None:
-            await app.ctx.redis.aclose()
+        await services.aclose()
         access_log.write_after_each_loop_step(None)
         metrics_module.mark_worker_stopped()
     finally:
-        signals = getattr(app.ctx, "stop_signals", None)
-        if signals is not None:
-            signals.release()
+        if services.stop_signals is not None:
+            services.stop_signals.release()

@@ -290,7 +290,7 @@ class GatewayErrorHandler(ErrorHandler):
 
 def _request_id(request: Request) -> dict[str, str | None]:
     """The request id for an error's log line (every line of a request carries it)."""
-    return {"request_id": getattr(request.ctx, "request_id", None)}
+    return {"request_id": getattr(request.ctx, "request_id", None)}  # any request Sanic hands us
 
 
 def _sanic_message(request: Request, exception: SanicException, status: int) -> str:

@@ -10,7 +10,7 @@ bp = Blueprint("chat", url_prefix="/api")
 
 
 async def _chat(request: Request, *, stream: bool) -> HTTPResponse | None:
-    proxy = request.app.ctx.proxy
+    proxy = request.app.ctx.services.proxy
     payload = ApiChat.parse(request.body, request.headers.get("x-model-key"), stream=stream)
     relay = proxy.stream if stream else proxy.complete
     body = proxy.api_body(payload.upstream_body)

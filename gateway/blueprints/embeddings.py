@@ -18,7 +18,7 @@ bp = Blueprint("embeddings", url_prefix="/api")
 @doc.request_body(doc.API_EMBEDDINGS_BODY)
 async def embeddings(request: Request) -> HTTPResponse:
     """Embeddings for `input`; the upstream's JSON comes back unchanged."""
-    proxy = request.app.ctx.proxy
+    proxy = request.app.ctx.services.proxy
     payload = ApiEmbeddings.parse(request.body, request.headers.get("x-model-key"))
     return await proxy.complete(
         request,

@@ -13,4 +13,4 @@ bp = Blueprint("health")
 @openapi.secured(doc.PUBLIC)  # no API key needed
 async def health(request: Request) -> HTTPResponse:
     """Liveness of the gateway, and whether the default route's vLLM answers (within 2 s)."""
-    return json(await request.app.ctx.proxy.health())
+    return json(await request.app.ctx.services.catalogue.health())

@@ -14,4 +14,4 @@ bp = Blueprint("models", url_prefix="/api")
 )
 async def api_models(request: Request) -> HTTPResponse:
     """All routes' models, de-duplicated, with each source route and its listing latency."""
-    return json(await request.app.ctx.proxy.api_models())
+    return json(await request.app.ctx.services.catalogue.api_models())

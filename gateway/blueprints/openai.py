@@ -17,12 +17,12 @@ bp = Blueprint("openai", url_prefix="/v1")
 )
 async def models(request: Request) -> HTTPResponse:
     """List models: every route's, each once, as OpenAI's `GET /models`."""
-    return json(await request.app.ctx.proxy.openai_models())
+    return json(await request.app.ctx.services.catalogue.openai_models())
 
 
 async def _forward(request: Request, endpoint: str) -> HTTPResponse | None:
     payload = OpenAIBody.parse(request.body)
-    proxy = request.app.ctx.proxy
+    proxy = request.app.ctx.services.proxy
     relay = proxy.stream if payload.stream else proxy.complete
     return await relay(
         request, endpoint, request.body, model_key=request.headers.get("x-model-key") or None, model=payload.model

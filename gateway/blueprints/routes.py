@@ -14,4 +14,4 @@ bp = Blueprint("routes", url_prefix="/api")
 )
 async def route_status(request: Request) -> HTTPResponse:
     """Every route and replica: state, requests in flight, recent latency, last error."""
-    return json(request.app.ctx.proxy.route_status())
+    return json(request.app.ctx.services.catalogue.route_status())

@@ -1,4 +1,5 @@
-"""gateway/requests.py: the body of a non-streaming route arrives whole, as with Sanic's own read."""
+"""gateway/requests.py: the request state every request starts with, and the body of a non-streaming
+route arriving whole, as with Sanic's own read."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import socket
 import pytest
 from sanic import Sanic, text
 
-from gateway.requests import Request
+from gateway.requests import Request, RequestState
 
 _names = itertools.count()
 
@@ -24,6 +25,25 @@ def app() -> Sanic:
         return text(f"{len(request.body)}:{request.body[:20].decode()}")
 
     return app
+
+
+def test_every_request_starts_with_the_whole_state_at_its_defaults(app: Sanic) -> None:
+    seen: list[RequestState] = []
+
+    @app.get("/state")
+    async def state(request: Request) -> object:
+        seen.append(request.ctx)
+        return text("ok")
+
+    app.test_client.get("/state")
+    app.test_client.get("/state")
+    first, second = seen
+    assert isinstance(first, RequestState) and first is not second
+    assert (first.request_id, first.route_key, first.rate, first.error) == (None, None, None, None)
+    assert (first.streaming, first.recorded) == (False, False)
+    fresh = RequestState()
+    for field in RequestState.__slots__:  # every field readable before anyone wrote it
+        getattr(fresh, field)
 
 
 def test_a_body_with_a_length_arrives_whole(app: Sanic) -> None:

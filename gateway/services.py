@@ -1,0 +1,149 @@
+"""
+`Services`: what a worker builds once at start-up and every request uses — the upstream
+client, Redis, the routes and their replicas, the models cache, the guard (keys and limits),
+the proxy and the catalogue. Blueprints reach them as `request.app.ctx.services`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from . import ejections
+from .catalogue import Catalogue
+from .client_ip import ClientIP, parse_networks
+from .cors import ALLOW_HEADERS, CorsPolicy
+from .guard import Guard
+from .metrics import metrics
+from .models_cache import ModelList, ModelsCache, merge_listings
+from .proxy import Proxy
+from .ratelimit import Limiter, LocalLimiter, RedisLimiter, SharedMemoryLimiter
+from .redis_store import RedisStore, connect_redis
+from .replicas import Route
+from .routing import Router
+from .server import StopSignals
+from .settings import Settings
+from .upstream import Upstream
+
+__all__ = ["Services"]
+
+logger = logging.getLogger("gateway")
+
+
+@dataclass(slots=True, eq=False)
+class Services:
+    settings: Settings
+    cors_policy: CorsPolicy
+    upstream: Upstream
+    redis: RedisStore | None
+    routes: dict[str, Route]
+    models: ModelsCache
+    guard: Guard
+    proxy: Proxy
+    catalogue: Catalogue
+    # Set once the worker serves, and when it begins to stop.
+    stop_signals: StopSignals | None = None
+    stream_deadline: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        shared_ctx: Any,
+        local_limiter: LocalLimiter | None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Services:
+        """`shared_ctx`: Sanic's, holding the main process's tables (empty in a single process)."""
+        upstream = Upstream(settings, transport=transport)
+        store = _redis_store(settings) if settings.use_redis else None
+        shared_cells = _shared_replica_cells(shared_ctx, settings)
+        routes = {
+            key: Route(
+                key,
+                urls,
+                probe=upstream.is_up,
+                probe_interval=settings.replica_probe_interval_seconds,
+                cooldown_max=settings.replica_cooldown_max_seconds,
+                probe_timeout=settings.health_timeout_seconds,
+                cells=shared_cells.get(key),
+            )
+            for key, urls in settings.routes.items()
+        }
+
+        async def list_route(route_key: str) -> ModelList | None:
+            route = routes[route_key]
+            urls = [replica.url for replica in route.healthy()] or list(route.urls)
+            return merge_listings(await asyncio.gather(*(upstream.list_models(url) for url in urls)))
+
+        models = ModelsCache(list_route, settings.models_cache_ttl_seconds, store)
+        router = Router(settings, routes, models)
+        return cls(
+            settings=settings,
+            cors_policy=CorsPolicy(settings.allow_origins, ALLOW_HEADERS + settings.cors_allow_headers),
+            upstream=upstream,
+            redis=store,
+            routes=routes,
+            models=models,
+            guard=Guard(
+                settings,
+                _limiter(settings, shared_ctx, local_limiter, store),
+                ClientIP(parse_networks(settings.trusted_proxies)),
+            ),
+            proxy=Proxy(settings, router, upstream),
+            catalogue=Catalogue(settings, router, upstream),
+        )
+
+    async def aclose(self) -> None:
+        """After the server stopped: in-flight handlers have finished or been cancelled."""
+        if self.stream_deadline is not None:
+            self.stream_deadline.cancel()
+        for route in self.routes.values():
+            route.close()
+        self.models.close()
+        await self.upstream.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def _limiter(
+    settings: Settings, shared_ctx: Any, local_limiter: LocalLimiter | None, store: RedisStore | None
+) -> Limiter | None:
+    """Redis's budget when there is Redis, falling back to the machine's shared-memory table."""
+    limit = settings.rate_limit_per_min
+    if not limit:
+        return None
+    table = getattr(shared_ctx, "rate_table", None)
+    local = SharedMemoryLimiter(limit, table) if table is not None else local_limiter
+    assert local is not None, "create_app() builds a local limiter whenever there is a limit"
+    return RedisLimiter(limit, store, local) if store is not None else local
+
+
+def _shared_replica_cells(shared_ctx: Any, settings: Settings) -> dict[str, list[Any]]:
+    """The replicas' cells in the machine's ejection table; none in a single process (tests)."""
+    table = getattr(shared_ctx, "ejections", None)
+    if table is None:
+        return {}
+    cells = ejections.replica_cells(table, settings.routes)
+    if cells is None:
+        logger.warning("this worker's routes differ from the main process's: it keeps its own view of replica health")
+        return {}
+    return cells
+
+
+def _redis_store(settings: Settings) -> RedisStore:
+    return RedisStore(
+        connect_redis(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            sentinels=settings.redis_sentinels,
+            sentinel_master=settings.redis_sentinel_master,
+        ),
+        settings.redis_prefix,
+        on_fallback=lambda purpose: metrics.redis_fallbacks.labels(purpose).inc(),
+        on_error=lambda purpose: metrics.redis_errors.labels(purpose).inc(),
+    )
