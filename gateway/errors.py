@@ -49,6 +49,7 @@ from sanic.handlers import ErrorHandler
 from .responses import Response
 
 __all__ = [
+    "SANIC_CODES",
     "AmbiguousModel",
     "BadRequest",
     "GatewayError",
@@ -86,6 +87,8 @@ class GatewayError(Exception):
     openai: tuple[int, str, str] | None = None
     # False: retrying cannot help (`x-should-retry: false` for the SDKs, which retry every 5xx).
     retryable: bool = True
+    # The other codes this error is raised with (`code=`), for the documented list of errors.
+    other_codes: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -120,16 +123,18 @@ class BadRequest(GatewayError):
     """The request body or a header is malformed; the message names the field."""
 
     status, type, code = 400, "invalid_request_error", "invalid_request"
+    other_codes = ("invalid_json", "invalid_field", "missing_field")
 
 
 class Unauthorized(GatewayError):
     """No API key, or a wrong one."""
 
     status, type, code = 401, "authentication_error", "invalid_api_key"
+    other_codes = ("missing_api_key",)
 
 
 class ModelNotAllowed(GatewayError):
-    """The model is outside `ALLOWED_MODELS`."""
+    """The model is outside `ALLOWED_MODELS` (or none is named while it is set)."""
 
     status, type, code = 403, "permission_error", "model_not_allowed"
 
@@ -193,9 +198,10 @@ class RateLimited(GatewayError):
 
 
 class UpstreamError(GatewayError):
-    """The upstream could not give a usable answer."""
+    """The upstream could not give a usable answer (or, mid-stream, the gateway is shutting down)."""
 
     status, type, code = 502, "upstream_error", "upstream_error"
+    other_codes = ("shutting_down",)
 
 
 class UpstreamUnavailable(UpstreamError):
@@ -238,16 +244,16 @@ def is_openai_path(path: str) -> bool:
 
 
 # Sanic raises its own exceptions before our handlers run (unknown path, wrong method, body too
-# large, unreadable request); they are rendered in the same envelope, with a code per status.
-_SANIC_CODES: dict[int, tuple[str, str]] = {
-    400: ("invalid_request_error", "invalid_request"),
-    404: ("not_found_error", "not_found"),
-    405: ("invalid_request_error", "method_not_allowed"),
-    408: ("timeout_error", "request_timeout"),
-    413: ("invalid_request_error", "payload_too_large"),
-    414: ("invalid_request_error", "uri_too_long"),
-    416: ("invalid_request_error", "range_not_satisfiable"),
-    503: ("unavailable_error", "service_unavailable"),
+# large, unreadable request); they are rendered in the same envelope: status -> (type, code, when).
+SANIC_CODES: dict[int, tuple[str, str, str]] = {
+    400: ("invalid_request_error", "invalid_request", "the request could not be read as HTTP"),
+    404: ("not_found_error", "not_found", "no such endpoint"),
+    405: ("invalid_request_error", "method_not_allowed", "the path exists, but not for this method"),
+    408: ("timeout_error", "request_timeout", "the request head or body came too slowly; the connection is closed"),
+    413: ("invalid_request_error", "payload_too_large", "the body is over `MAX_BODY_BYTES`, or the head too large"),
+    414: ("invalid_request_error", "uri_too_long", "the URL is too long"),
+    416: ("invalid_request_error", "range_not_satisfiable", "a `Range` the /docs files cannot satisfy"),
+    503: ("unavailable_error", "service_unavailable", "Sanic cannot take the request now"),
 }
 
 
@@ -268,7 +274,7 @@ class GatewayErrorHandler(ErrorHandler):
             headers: Mapping[str, Any] = exception.headers
         elif isinstance(exception, SanicException):
             status = int(getattr(exception, "status_code", 500) or 500)
-            type_, code = _SANIC_CODES.get(status, ("internal_error", "internal_error"))
+            type_, code, _ = SANIC_CODES.get(status, ("internal_error", "internal_error", ""))
             message = _sanic_message(request, exception, status)
             if status >= 500:
                 logger.error("server error: %s", message, exc_info=exception, extra=_request_id(request))
