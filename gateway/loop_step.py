@@ -20,6 +20,10 @@ class AfterLoopStep:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
     def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Defer the work to the end of each step of `loop`; None: do it at each request again.
 

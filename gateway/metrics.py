@@ -11,12 +11,10 @@ gauges count live workers only.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
 import tempfile
-from bisect import bisect_left
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,16 +23,12 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
     generate_latest,
     multiprocess,
-    values,
 )
 
+from . import prometheus_patch
 from .errors import GatewayError
-from .loop_step import AfterLoopStep
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -120,105 +114,11 @@ def _cached_labels(family: Any) -> Callable[..., Any]:
     return labels
 
 
-_pending_writes: dict[Any, None] = {}  # values changed since their last write to the shared file
-
-
-def _write_pending_values() -> None:
-    pending = list(_pending_writes)
-    _pending_writes.clear()  # first: a failed write must not stop later flushes from being scheduled
-    for value in pending:
-        value._file.write_value(value._key, value._value, value._timestamp)
-
-
-_writes = AfterLoopStep(_write_pending_values)
-
-
-def write_after_each_loop_step(loop: asyncio.AbstractEventLoop | None) -> None:
-    """Defer the writes of multiprocess values to the end of the current step of `loop`; None:
-    write at once again (what is pending is written now)."""
-    _writes.bind(loop)
-
-
-def flush_pending_writes() -> None:
-    """Write every changed value to this process's file (where scrapes read it)."""
-    _writes.run()
-
-
-def _deferred_value_class(pid: int) -> type:
-    """prometheus-client's multiprocess value, writing to its file once per event-loop iteration.
-
-    The stock value writes its file on every change (about ten times per relayed request) and
-    calls `os.getpid()` (a system call) on each, to notice a fork. Workers are spawned, never
-    forked, so the pid is read once; and while a worker serves (`write_after_each_loop_step`),
-    changes are written after the current step of its event loop, once per value however many
-    requests changed it: after the response left, at least as fresh as any scrape that can
-    follow it. A scrape writes its own worker's changes first.
-    """
-    stock = values.MultiProcessValue(process_identifier=lambda: pid)
-
-    class DeferredValue(stock):  # type: ignore[misc, valid-type]
-        # The first change since the last write schedules the next one; later ones only join it.
-
-        def inc(self, amount: float) -> None:
-            self._value += amount
-            self._timestamp = 0.0
-            _pending_writes[self] = None
-            if len(_pending_writes) == 1:
-                _writes.request()
-
-        def set(self, value: float, timestamp: float | None = None) -> None:
-            self._value = value
-            self._timestamp = timestamp or 0.0
-            _pending_writes[self] = None
-            if len(_pending_writes) == 1:
-                _writes.request()
-
-    return DeferredValue
-
-
-# The families below are prometheus-client's, with the methods a request calls made cheaper: the
-# stock ones check on every call, in two Python calls, that the metric is not the parent of
-# labelled children, and `Histogram.observe` looks for its bucket in a Python loop (ten rounds
-# for a stream's length). These do the same in a few attribute reads and a bisection; any other
-# use (an exemplar, a negative amount, a parent) goes to the stock method, errors and all.
-
-
-class _Counter(Counter):
-    def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
-        if exemplar is None and amount >= 0 and (self._labelvalues or not self._labelnames):
-            self._value.inc(amount)
-        else:
-            super().inc(amount, exemplar)
-
-
-class _Gauge(Gauge):
-    def inc(self, amount: float = 1) -> None:
-        if not self._is_most_recent and (self._labelvalues or not self._labelnames):
-            self._value.inc(amount)
-        else:
-            super().inc(amount)
-
-    def dec(self, amount: float = 1) -> None:
-        if not self._is_most_recent and (self._labelvalues or not self._labelnames):
-            self._value.inc(-amount)
-        else:
-            super().dec(amount)
-
-
-class _Histogram(Histogram):
-    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
-        if exemplar is not None or not (self._labelvalues or not self._labelnames):
-            super().observe(amount, exemplar)
-            return
-        self._sum.inc(amount)
-        bucket = bisect_left(self._upper_bounds, amount)  # the first bound >= amount; the last is +Inf
-        if amount <= self._upper_bounds[bucket]:  # false only for NaN, which the stock loop counts nowhere
-            self._buckets[bucket].inc(1)
-
-
-def _use_deferred_writes() -> None:
-    if os.environ.get(ENV):
-        values.ValueClass = _deferred_value_class(os.getpid())
+# The stock classes, or prometheus_patch.py's cheaper ones when they pass its start-up check.
+prometheus_patch.install()
+_Counter, _Gauge, _Histogram = prometheus_patch.families()
+write_after_each_loop_step = prometheus_patch.write_after_each_loop_step
+flush_pending_writes = prometheus_patch.flush_pending_writes
 
 
 class Metrics:
@@ -320,5 +220,4 @@ class Metrics:
             self.tokens_for(route, model, "completion").inc(usage[1])
 
 
-_use_deferred_writes()
 metrics = Metrics()
