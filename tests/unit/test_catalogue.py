@@ -59,7 +59,11 @@ async def test_a_route_that_is_down_is_left_out_of_the_lists(settings_from: Call
 
 async def test_health_says_what_the_default_route_answers(settings_from: Callable[..., Settings]) -> None:
     for status, expected in ((200, "ok"), (404, "unknown"), (503, "unavailable")):
-        built = services(settings_from(MODEL_ROUTE_a=A), lambda request, status=status: httpx.Response(status))
+
+        def answer(request: httpx.Request, status: int = status) -> httpx.Response:
+            return httpx.Response(status)
+
+        built = services(settings_from(MODEL_ROUTE_a=A), answer)
         assert await built.catalogue.health() == {"ok": True, "vllm": expected}
         await built.aclose()
     unconfigured = services(settings_from())
