@@ -42,7 +42,7 @@ from .logs import log_config
 from .metrics import metrics
 from .ratelimit import LocalLimiter, create_shared_table
 from .requests import Request
-from .sanic_config import ServerConfig
+from .sanic_config import server_config
 from .server import (
     StopSignals,
     count_server_processes,
@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
         error_handler=GatewayErrorHandler(),
         log_config=log_config(settings.log_level),
         request_class=Request,  # type: ignore[arg-type]  # Sanic types it for SimpleNamespace contexts only
-        config=ServerConfig(),
+        config=server_config(),
     )
     # Known before any worker starts; `services` (gateway/services.py) is built in each worker.
     app.ctx.settings = settings

@@ -19,7 +19,8 @@ library no longer behaves as they assume) and bounded in requirements.txt (prome
   (an exemplar, a negative amount, a parent) goes to the stock method, errors and all.
 
 Measured with scripts/count_instructions.py (callgrind, 200 streams through one worker, /v1):
-see the figures in docs/performance.md ("Library patches").
+722,491 user-space instructions per stream with the stock classes, 684,622 with these (5.2% less,
+before counting the stock path's `getpid()` system calls); docs/performance.md, "Library patches".
 """
 
 from __future__ import annotations

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from sanic.config import Config
 from sanic.http import Http
 
+from gateway import sanic_config
 from gateway.app import create_app
 from gateway.sanic_config import HOT_SETTINGS, ServerConfig
 from gateway.settings import load_settings
@@ -52,3 +55,19 @@ def test_the_app_reads_its_limits_from_it() -> None:
     app = create_app(load_settings({"MAX_BODY_BYTES": "2048"}, env_file=None))
     assert isinstance(app.config, ServerConfig)
     assert app.config.REQUEST_MAX_SIZE == 2048
+
+
+def test_the_start_up_check_passes_on_the_installed_sanic() -> None:
+    assert sanic_config.self_check() is None
+    assert isinstance(sanic_config.server_config(), ServerConfig)
+
+
+def test_a_sanic_whose_config_stores_settings_elsewhere_gets_its_own_config(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As if a release kept a setting outside the dict: the property would read a stale value.
+    monkeypatch.setattr(ServerConfig, "KEEP_ALIVE_TIMEOUT", property(lambda config: 5, lambda config, value: None))
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        config = sanic_config.server_config()
+    assert type(config) is Config
+    assert "using Sanic's own" in caplog.text
