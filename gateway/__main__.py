@@ -13,12 +13,12 @@ import sys
 from sanic import Sanic
 from sanic.worker.loader import AppLoader
 
-from .app import create_app, load_or_exit
-from .listener import bind_port, stop_listening_at_shutdown
-from .sanic_protocol import gateway_protocol
-from .server import raise_open_file_limit
-from .settings import Settings
-from .settings_help import parse_arguments
+from gateway.app import create_app, load_or_exit
+from gateway.http.sanic_protocol import gateway_protocol
+from gateway.process.listener import bind_port, stop_listening_at_shutdown
+from gateway.process.server import raise_open_file_limit
+from gateway.settings import Settings
+from gateway.settings_help import parse_arguments
 
 # Sanic's default of 100 pending connections drops bursts (1,000 clients opening streams at once
 # waited a second for a retry); the kernel caps this at net.core.somaxconn.

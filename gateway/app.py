@@ -31,28 +31,29 @@ from sanic_ext import Extend
 from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
-from . import __version__, blueprints, openapi_builder
-from . import ejections as ejections_module
-from . import metrics as metrics_module
-from .access import access_log, record_request
-from .blueprints.docs import UI_CONFIG as DOCS_UI_CONFIG
-from .errors import GatewayErrorHandler
-from .listener import listen_alone
-from .logs import log_config
-from .metrics import metrics
-from .ratelimit import LocalLimiter, create_shared_table
-from .requests import Request
-from .sanic_config import server_config
-from .server import (
+from gateway import __version__
+from gateway.admission.ratelimit import LocalLimiter, create_shared_table
+from gateway.api import blueprints, openapi_builder
+from gateway.api.blueprints.docs import UI_CONFIG as DOCS_UI_CONFIG
+from gateway.errors import GatewayErrorHandler
+from gateway.http.requests import Request
+from gateway.http.sanic_config import server_config
+from gateway.observability import metrics as metrics_module
+from gateway.observability.access import access_log, record_request
+from gateway.observability.logs import log_config
+from gateway.observability.metrics import metrics
+from gateway.process.listener import listen_alone
+from gateway.process.server import (
     StopSignals,
     count_server_processes,
     freeze_startup_heap,
     pin_worker_to_cpu,
     shield_worker_manager_from_signals,
 )
-from .services import Services
-from .settings import Settings, SettingsError, load_settings
-from .supervisor import REPLACES_ENV, supervise_workers
+from gateway.process.supervisor import REPLACES_ENV, supervise_workers
+from gateway.services import Services
+from gateway.settings import Settings, SettingsError, load_settings
+from gateway.shared import ejections as ejections_module
 
 __all__ = ["APP_NAME", "create_app", "load_or_exit"]
 
@@ -128,7 +129,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
 def _configure(app: Sanic, settings: Settings) -> None:
     app.config.update(
         REQUEST_MAX_SIZE=settings.max_body_bytes,
-        # Sanic's own, counted from the last byte; gateway/sanic_protocol.py adds a deadline for the
+        # Sanic's own, counted from the last byte; gateway/http/sanic_protocol.py adds a deadline for the
         # whole head and the body's idle limit.
         REQUEST_TIMEOUT=settings.request_head_timeout_seconds,
         GRACEFUL_SHUTDOWN_TIMEOUT=settings.graceful_shutdown_seconds,
@@ -144,7 +145,7 @@ def _configure(app: Sanic, settings: Settings) -> None:
         NOISY_EXCEPTIONS=False,
         MOTD=False,
         AUTO_EXTEND=False,
-        # CORS headers come from gateway/cors.py (sanic-ext's cost a tenth of a request's CPU);
+        # CORS headers come from gateway/http/cors.py (sanic-ext's cost a tenth of a request's CPU);
         # sanic-ext still answers preflights with its automatic OPTIONS routes.
         CORS=False,
         # The docs page: Swagger UI from the gateway's own files, never from a CDN.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import SANIC_CODES, GatewayError
+from gateway.errors import SANIC_CODES, GatewayError
 
 __all__ = ["BEGIN", "END", "ErrorRow", "error_rows", "render_error_table"]
 

@@ -46,7 +46,7 @@ from sanic import HTTPResponse, Request
 from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 
-from .responses import Response
+from gateway.http.responses import Response
 
 __all__ = [
     "SANIC_CODES",

@@ -13,21 +13,21 @@ from typing import Any
 
 import httpx
 
-from . import ejections
-from .catalogue import Catalogue
-from .client_ip import ClientIP, parse_networks
-from .cors import ALLOW_HEADERS, CorsPolicy
-from .guard import Guard
-from .metrics import metrics
-from .models_cache import ModelList, ModelsCache, merge_listings
-from .proxy import Proxy
-from .ratelimit import Limiter, LocalLimiter, RedisLimiter, SharedMemoryLimiter
-from .redis_store import RedisStore, connect_redis
-from .replicas import Route
-from .routing import Router
-from .server import StopSignals
-from .settings import Settings
-from .upstream import Upstream
+from gateway.admission.client_ip import ClientIP, parse_networks
+from gateway.admission.guard import Guard
+from gateway.admission.ratelimit import Limiter, LocalLimiter, RedisLimiter, SharedMemoryLimiter
+from gateway.api.catalogue import Catalogue
+from gateway.api.proxy import Proxy
+from gateway.http.cors import ALLOW_HEADERS, CorsPolicy
+from gateway.observability.metrics import metrics
+from gateway.process.server import StopSignals
+from gateway.routing.models_cache import ModelList, ModelsCache, merge_listings
+from gateway.routing.replicas import Route
+from gateway.routing.router import Router
+from gateway.settings import Settings
+from gateway.shared import ejections
+from gateway.shared.redis_store import RedisStore, connect_redis
+from gateway.upstream.client import Upstream
 
 __all__ = ["Services"]
 

@@ -5,7 +5,7 @@ gateway's on top. `scripts/burst_pairs.py --sanic-relay` measures it beside the 
     .venv/bin/python scripts/sanic_relay.py --port 5061 --upstream-port 8000 [--workers 2]
 
 It serves as the gateway does (its listening socket per worker, workers pinned to CPUs, Sanic's
-config read without exceptions, the start-up heap frozen, gateway/transport.py upstream) and
+config read without exceptions, the start-up heap frozen, gateway/upstream/transport.py upstream) and
 has one route, POST /v1/chat/completions, which sends the body on to the upstream as it came
 and relays the answer's bytes as they come: no middleware, no routing, no logging, no metrics,
 no heartbeats, no error handling. GET /health answers "ok". Loopback only.
@@ -25,10 +25,10 @@ from sanic.worker.loader import AppLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.listener import bind_port, listen_alone
-from gateway.sanic_config import ServerConfig
-from gateway.server import freeze_startup_heap, pin_worker_to_cpu
-from gateway.transport import FastTransport
+from gateway.http.sanic_config import ServerConfig
+from gateway.process.listener import bind_port, listen_alone
+from gateway.process.server import freeze_startup_heap, pin_worker_to_cpu
+from gateway.upstream.transport import FastTransport
 
 HOST = "127.0.0.1"
 _HEADERS = [(b"content-type", b"application/json"), (b"accept", b"text/event-stream")]

@@ -270,7 +270,7 @@ def test_openai_sdk_through_the_gateway(gateway: Gateway) -> None:
 def test_sigterm_right_after_start_exits_cleanly(
     start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM
 ) -> None:
-    # Sanic 25.12's worker manager hung for good on a signal during start-up (gateway/server.py).
+    # Sanic 25.12's worker manager hung for good on a signal during start-up (gateway/process/server.py).
     for _ in range(2):
         gateway = start_gateway(MODEL_ROUTE_chat=chat_upstream.url)
         gateway.signal(signal.SIGTERM)
@@ -280,7 +280,7 @@ def test_sigterm_right_after_start_exits_cleanly(
 def test_sigterm_at_the_first_answer_stops_workers_still_starting(chat_upstream: FakeVLLM) -> None:
     # The main process's SIGINT reached the second worker in the middle of its start-up, where
     # uvloop lost it: the worker served on, and the main process waited 20 s for it before Sanic
-    # gave up (gateway/server.py). Half of such runs did so on a 2-core machine before the fix;
+    # gave up (gateway/process/server.py). Half of such runs did so on a 2-core machine before the fix;
     # none in 45 after it. With nothing in flight, the exit takes well under a second.
     for _ in range(3):
         gateway = Gateway({"MODEL_ROUTE_chat": chat_upstream.url}, workers=2, all_ready=False)

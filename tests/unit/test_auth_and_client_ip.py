@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from sanic.compat import Header
 
-from gateway.auth import ApiKeyAuth
-from gateway.client_ip import ClientIP, parse_networks
+from gateway.admission.auth import ApiKeyAuth
+from gateway.admission.client_ip import ClientIP, parse_networks
+from gateway.admission.guard import Guard
+from gateway.admission.ratelimit import LocalLimiter
 from gateway.errors import Unauthorized
-from gateway.guard import Guard
-from gateway.ratelimit import LocalLimiter
 from gateway.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""gateway/catalogue.py: /health, the route list and the two model lists, over fake upstreams."""
+"""gateway/api/catalogue.py: /health, the route list and the two model lists, over fake upstreams."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import httpx
 
-from gateway.ratelimit import LocalLimiter
+from gateway.admission.ratelimit import LocalLimiter
 from gateway.services import Services
 from gateway.settings import Settings
 

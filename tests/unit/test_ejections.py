@@ -1,4 +1,4 @@
-"""The replicas' shared cells (`gateway/ejections.py`), and `Route` over them as several workers."""
+"""The replicas' shared cells (`gateway/shared/ejections.py`), and `Route` over them as several workers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from gateway.ejections import EJECTIONS, HELD_UNTIL, create_table, local_cells, replica_cells
-from gateway.replicas import Route
+from gateway.routing.replicas import Route
+from gateway.shared.ejections import EJECTIONS, HELD_UNTIL, create_table, local_cells, replica_cells
 
 URLS = ("http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1", "http://127.0.0.1:3/v1")
 ROUTES = {"r": URLS}

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from sanic.server.socket import bind_socket
 
-from gateway.listener import SOCKET_PER_WORKER, bind_port, listen_alone
+from gateway.process.listener import SOCKET_PER_WORKER, bind_port, listen_alone
 
 pytestmark = pytest.mark.skipif(not SOCKET_PER_WORKER, reason="one socket per worker is Linux's")
 

@@ -10,13 +10,13 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 
-from gateway.logs import ATOMIC_WRITE_BYTES, AccessLog, JSONFormatter
-from gateway.metrics import usage_tokens
-from gateway.prometheus_patch import FastCounter as _Counter
-from gateway.prometheus_patch import FastGauge as _Gauge
-from gateway.prometheus_patch import FastHistogram as _Histogram
-from gateway.prometheus_patch import deferred_value_class as _deferred_value_class
-from gateway.prometheus_patch import flush_pending_writes, write_after_each_loop_step
+from gateway.observability.logs import ATOMIC_WRITE_BYTES, AccessLog, JSONFormatter
+from gateway.observability.metrics import usage_tokens
+from gateway.observability.prometheus_patch import FastCounter as _Counter
+from gateway.observability.prometheus_patch import FastGauge as _Gauge
+from gateway.observability.prometheus_patch import FastHistogram as _Histogram
+from gateway.observability.prometheus_patch import deferred_value_class as _deferred_value_class
+from gateway.observability.prometheus_patch import flush_pending_writes, write_after_each_loop_step
 
 
 def test_usage_is_read_from_the_end_of_a_body() -> None:

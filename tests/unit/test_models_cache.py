@@ -11,9 +11,9 @@ import pytest
 from redis import RedisError
 from redis.asyncio import Redis
 
-from gateway import models_cache
-from gateway.models_cache import ModelList, ModelsCache
-from gateway.redis_store import RedisStore, connect_redis
+from gateway.routing import models_cache
+from gateway.routing.models_cache import ModelList, ModelsCache
+from gateway.shared.redis_store import RedisStore, connect_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 T = TypeVar("T")

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.api.payloads import ApiChat, ApiEmbeddings, OpenAIBody, parse_object
 from gateway.errors import BadRequest
-from gateway.payloads import ApiChat, ApiEmbeddings, OpenAIBody, parse_object
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""gateway/prometheus_patch.py: the start-up check that keeps the patched classes honest.
+"""gateway/observability/prometheus_patch.py: the start-up check that keeps the patched classes honest.
 
 (How the patched classes behave, deferred writes and all, is in test_metrics_and_logs.py.)
 """
@@ -10,7 +10,7 @@ import logging
 import pytest
 from prometheus_client import Counter, Gauge, Histogram
 
-from gateway import prometheus_patch
+from gateway.observability import prometheus_patch
 
 
 def test_the_patched_classes_pass_on_the_installed_release() -> None:

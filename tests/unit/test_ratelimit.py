@@ -9,8 +9,14 @@ import pytest
 from redis import RedisError
 from redis.asyncio import Redis
 
-from gateway.ratelimit import GCRA_SCRIPT, LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_shared_table
-from gateway.redis_store import RedisStore, StoreUnavailable, connect_redis
+from gateway.admission.ratelimit import (
+    GCRA_SCRIPT,
+    LocalLimiter,
+    RedisLimiter,
+    SharedMemoryLimiter,
+    create_shared_table,
+)
+from gateway.shared.redis_store import RedisStore, StoreUnavailable, connect_redis
 
 
 async def test_a_full_bucket_allows_a_burst_of_the_limit_then_refuses() -> None:
@@ -105,7 +111,7 @@ async def test_a_redis_outage_does_not_hand_out_a_fresh_budget(monkeypatch: pyte
 def test_a_budget_of_one_allows_the_first_request_whatever_the_clock_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     # In floating-point seconds, 1988.339522512152 + 60 - 60 rounded to one step above it, and
     # the first request was refused; in whole microseconds nothing rounds.
-    monkeypatch.setattr("gateway.ratelimit._now_us", lambda: 1_988_339_522_512)
+    monkeypatch.setattr("gateway.admission.ratelimit._now_us", lambda: 1_988_339_522_512)
     decision = LocalLimiter(1).hit_now("first")
     assert decision.allowed and decision.remaining == 0
 
@@ -231,7 +237,7 @@ async def test_the_redis_script_refills_one_request_per_interval(redis_store: Re
 def _frozen_clock(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The local limiters' clock (microseconds), stopped at `clock[0]` until the test moves it."""
     clock = [FROZEN_US]
-    monkeypatch.setattr("gateway.ratelimit._now_us", lambda: clock[0])
+    monkeypatch.setattr("gateway.admission.ratelimit._now_us", lambda: clock[0])
     return clock
 
 

@@ -13,10 +13,10 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError
 
-from gateway.metrics import metrics
-from gateway.models_cache import ModelList, ModelsCache
-from gateway.ratelimit import LocalLimiter, RedisLimiter
-from gateway.redis_store import RedisStore, StoreUnavailable, connect_redis, is_outage
+from gateway.admission.ratelimit import LocalLimiter, RedisLimiter
+from gateway.observability.metrics import metrics
+from gateway.routing.models_cache import ModelList, ModelsCache
+from gateway.shared.redis_store import RedisStore, StoreUnavailable, connect_redis, is_outage
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

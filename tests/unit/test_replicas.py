@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
-from gateway.replicas import Dispatch, Route
+from gateway.routing.replicas import Dispatch, Route
 
 URLS = ("http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1", "http://127.0.0.1:3/v1")
 

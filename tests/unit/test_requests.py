@@ -1,4 +1,4 @@
-"""gateway/requests.py: the request state every request starts with, and the body of a non-streaming
+"""gateway/http/requests.py: the request state every request starts with, and the body of a non-streaming
 route arriving whole, as with Sanic's own read."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import socket
 import pytest
 from sanic import Sanic, text
 
-from gateway.requests import Request, RequestState
+from gateway.http.requests import Request, RequestState
 
 _names = itertools.count()
 

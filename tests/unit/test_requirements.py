@@ -113,7 +113,7 @@ def test_the_dev_lock_holds_the_runtime_lock_unchanged() -> None:
 
 
 def test_every_library_the_gateway_imports_is_declared() -> None:
-    # httptools was imported by gateway/transport.py and only installed because Sanic needs it.
+    # httptools was imported by gateway/upstream/transport.py and only installed because Sanic needs it.
     declared = set(read_ranges("requirements.txt"))
     distributions = importlib.metadata.packages_distributions()
     for module in sorted(third_party_imports()):

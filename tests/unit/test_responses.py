@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from sanic import HTTPResponse
 
-from gateway.responses import Response, safe_header_text
+from gateway.http.responses import Response, safe_header_text
 
 
 def test_headers_go_out_as_sanics_own_responses_send_them() -> None:

@@ -5,9 +5,9 @@ from collections.abc import Callable
 import pytest
 
 from gateway.errors import ModelNotAllowed, RoutingConflict, UnknownRouteKey, UpstreamUnavailable
-from gateway.models_cache import ModelList, ModelsCache
-from gateway.replicas import Route
-from gateway.routing import Router
+from gateway.routing.models_cache import ModelList, ModelsCache
+from gateway.routing.replicas import Route
+from gateway.routing.router import Router
 from gateway.settings import Settings
 
 

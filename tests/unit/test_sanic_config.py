@@ -1,4 +1,4 @@
-"""gateway/sanic_config.py: the settings Sanic reads per connection read back whatever way they were set."""
+"""gateway/http/sanic_config.py: the settings Sanic reads per connection read back whatever way they were set."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from sanic.config import Config
 from sanic.http import Http
 
-from gateway import sanic_config
 from gateway.app import create_app
-from gateway.sanic_config import HOT_SETTINGS, ServerConfig
+from gateway.http import sanic_config
+from gateway.http.sanic_config import HOT_SETTINGS, ServerConfig
 from gateway.settings import load_settings
 
 

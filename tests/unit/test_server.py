@@ -1,4 +1,4 @@
-"""gateway/server.py: a worker stops on SIGINT or SIGTERM, whenever in its start-up they come."""
+"""gateway/process/server.py: a worker stops on SIGINT or SIGTERM, whenever in its start-up they come."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import uvloop
 from sanic import Sanic
 
-from gateway import server
+from gateway.process import server
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

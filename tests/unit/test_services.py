@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import httpx
 
-from gateway.ratelimit import LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_shared_table
+from gateway.admission.ratelimit import LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_shared_table
 from gateway.services import Services
 from gateway.settings import Settings
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 
 from gateway.errors import UpstreamTimeout
-from gateway.sse import DONE, _complete_events, _ends_with_done, in_band_error, upstream_error_event
+from gateway.upstream.sse import DONE, _complete_events, _ends_with_done, in_band_error, upstream_error_event
 
 
 def test_only_whole_events_are_forwarded() -> None:

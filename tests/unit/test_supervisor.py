@@ -7,8 +7,8 @@ import pytest
 from sanic.worker.constants import ProcessState
 from sanic.worker.manager import WorkerManager
 
-from gateway import supervisor as supervisor_module
-from gateway.supervisor import REPLACES_ENV, RestartBackoff, WorkerSupervisor, supervise_workers
+from gateway.process import supervisor as supervisor_module
+from gateway.process.supervisor import REPLACES_ENV, RestartBackoff, WorkerSupervisor, supervise_workers
 
 
 def test_a_first_death_is_replaced_at_once_and_a_crash_loop_backs_off_to_a_cap() -> None:

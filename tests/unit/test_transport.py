@@ -18,9 +18,9 @@ import httpx
 import pytest
 import uvloop
 
-from gateway import transport as transport_module
-from gateway import upstream as upstream_module
-from gateway.transport import (
+from gateway.upstream import client as upstream_module
+from gateway.upstream import transport as transport_module
+from gateway.upstream.transport import (
     READ_HIGH_WATER,
     STALE_CHECK_AFTER,
     FastTransport,
@@ -407,11 +407,9 @@ async def test_a_server_that_never_reads_is_a_write_timeout() -> None:
 
     transport = FastTransport()
     async with Server(deaf) as server, client(transport, write=0.2) as http:
-        started = time.monotonic()
-        with pytest.raises(httpx.WriteTimeout):
+        with pytest.raises(httpx.WriteTimeout):  # not the BOUND's TimeoutError: the write deadline
             async with asyncio.timeout(BOUND):
                 await http.post(f"{server.url}/p", content=b"x" * (64 * 1024 * 1024))
-        assert time.monotonic() - started < 2.0
         await wait_until(lambda: not transport._conns)  # and the connection was closed
 
 

@@ -1,0 +1,1 @@
+"""Who may make a request: API keys, the client IP behind trusted proxies, rate limits."""

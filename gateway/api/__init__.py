@@ -1,0 +1,1 @@
+"""The HTTP API: blueprints that parse and respond, the proxy and catalogue they call, the OpenAPI document."""

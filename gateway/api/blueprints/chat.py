@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from sanic import Blueprint, HTTPResponse, Request
+from sanic_ext import openapi
+
+from gateway.api import schemas as doc
+from gateway.api.payloads import ApiChat
+
+bp = Blueprint("chat", url_prefix="/api")
+
+
+async def _chat(request: Request, *, stream: bool) -> HTTPResponse | None:
+    proxy = request.app.ctx.services.proxy
+    payload = ApiChat.parse(request.body, request.headers.get("x-model-key"), stream=stream)
+    relay = proxy.stream if stream else proxy.complete
+    body = proxy.api_body(payload.upstream_body)
+    return await relay(request, "/chat/completions", body, model_key=payload.model_key, model=payload.model)
+
+
+@bp.post("/chat")
+@openapi.definition(
+    operation="apiChat",
+    parameter=doc.ROUTED_HEADERS,
+    response=[doc.CHAT_COMPLETION, *doc.API_ROUTED_ERRORS],
+)
+@doc.request_body(doc.API_CHAT_BODY)
+async def chat(request: Request) -> HTTPResponse | None:
+    """One chat completion; the upstream's JSON comes back unchanged."""
+    return await _chat(request, stream=False)
+
+
+@bp.post("/chat/stream")
+@openapi.definition(
+    operation="apiChatStream",
+    parameter=doc.ROUTED_HEADERS,
+    response=[doc.CHAT_STREAM, *doc.API_ROUTED_ERRORS],
+)
+@doc.request_body(doc.API_CHAT_BODY)
+async def chat_stream(request: Request) -> HTTPResponse | None:
+    """The same chat, as server-sent events with heartbeats, ending with `data: [DONE]`."""
+    return await _chat(request, stream=True)

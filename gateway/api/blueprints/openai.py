@@ -1,0 +1,65 @@
+"""The OpenAI-compatible surface: bodies go upstream exactly as the client sent them."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, HTTPResponse, Request, json
+from sanic_ext import openapi
+
+from gateway.api import schemas as doc
+from gateway.api.payloads import OpenAIBody
+
+bp = Blueprint("openai", url_prefix="/v1")
+
+
+@bp.get("/models")
+@openapi.definition(
+    operation="listModels", parameter=doc.REQUEST_ID, response=[doc.OPENAI_MODEL_LIST, *doc.OPENAI_LISTING_ERRORS]
+)
+async def models(request: Request) -> HTTPResponse:
+    """List models: every route's, each once, as OpenAI's `GET /models`."""
+    return json(await request.app.ctx.services.catalogue.openai_models())
+
+
+async def _forward(request: Request, endpoint: str) -> HTTPResponse | None:
+    payload = OpenAIBody.parse(request.body)
+    proxy = request.app.ctx.services.proxy
+    relay = proxy.stream if payload.stream else proxy.complete
+    return await relay(
+        request, endpoint, request.body, model_key=request.headers.get("x-model-key") or None, model=payload.model
+    )
+
+
+@bp.post("/chat/completions")
+@openapi.definition(
+    operation="createChatCompletion",
+    parameter=doc.ROUTED_HEADERS,
+    response=[doc.CHAT_COMPLETION_OR_STREAM, *doc.OPENAI_ROUTED_ERRORS],
+)
+@doc.request_body(doc.OPENAI_CHAT_BODY)
+async def chat_completions(request: Request) -> HTTPResponse | None:
+    """Chat completion (OpenAI), as JSON or, with `stream: true`, as server-sent events."""
+    return await _forward(request, "/chat/completions")
+
+
+@bp.post("/completions")
+@openapi.definition(
+    operation="createCompletion",
+    parameter=doc.ROUTED_HEADERS,
+    response=[doc.COMPLETION_OR_STREAM, *doc.OPENAI_ROUTED_ERRORS],
+)
+@doc.request_body(doc.OPENAI_COMPLETION_BODY)
+async def completions(request: Request) -> HTTPResponse | None:
+    """Text completion (OpenAI, legacy), as JSON or, with `stream: true`, as server-sent events."""
+    return await _forward(request, "/completions")
+
+
+@bp.post("/embeddings")
+@openapi.definition(
+    operation="createEmbedding",
+    parameter=doc.ROUTED_HEADERS,
+    response=[doc.EMBEDDINGS, *doc.OPENAI_ROUTED_ERRORS],
+)
+@doc.request_body(doc.OPENAI_EMBEDDINGS_BODY)
+async def embeddings(request: Request) -> HTTPResponse | None:
+    """Embeddings (OpenAI)."""
+    return await _forward(request, "/embeddings")

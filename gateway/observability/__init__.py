@@ -1,0 +1,1 @@
+"""Metrics, logs and the access record of each request."""

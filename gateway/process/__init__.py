@@ -1,0 +1,1 @@
+"""Processes: the worker manager shielded and supervised, per-worker sockets, CPU pinning, signals."""

@@ -1,0 +1,264 @@
+"""
+The replicas of a route: load balancing, passive health, and failover.
+
+`MODEL_ROUTE_<KEY>=URL1,URL2,...` makes a route of several replicas of one model. Each worker
+keeps its own view of them, and shares one thing with the other workers of the machine: which
+replicas are out of rotation (below).
+
+- Balancing: a request goes to the healthy replica with the fewest requests in flight; ties go
+  round-robin, so a light load spreads evenly too. The in-flight count is a lease released on
+  every exit path (success, error, timeout, client hang-up, cancellation): it is decremented in
+  a `finally`, never by a later event that might not come.
+- Passive health: a replica that refuses a connection, times out connecting, drops the
+  connection before answering, or answers 502/503/504 is ejected at once. A background probe
+  asks its `/models` every `REPLICA_PROBE_INTERVAL_SECONDS`; it returns to rotation at the
+  first answer once its cool-down is over. The cool-down doubles with each ejection that
+  follows a short return (a flapping replica), up to `REPLICA_COOLDOWN_MAX_SECONDS`.
+- Failover: a failed attempt is retried on another replica, up to `UPSTREAM_MAX_ATTEMPTS`,
+  as long as nothing but keepalive comments has reached the client. With every replica
+  ejected, they are still tried (least recently failed first), so that a recovered replica is
+  used at once and the client gets the real error: 502 naming the route.
+- Shared ejections (`ejections.py`): an ejection takes the replica out of every worker's
+  rotation, not only the rotation of the worker that met the failure, so the other workers stop
+  sending it requests at once (for a host that drops packets, each such request would wait out
+  the connect timeout). The worker that ejected it probes it: each probe that fails holds it out
+  until past the next probe's answer, and the answer that brings it back clears the hold, unless
+  another worker has held it longer since. If that worker dies, the hold runs out when its
+  cool-down is over or two probe intervals and a probe's timeout after the last probe, whichever
+  comes later, and the next failure ejects it again.
+  The ejection count behind the growing cool-down, and the time it last came back, are shared
+  too; the other figures (in flight, latency, errors) are each worker's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from gateway.errors import GatewayError, UpstreamUnavailable
+from gateway.observability.metrics import metrics
+from gateway.shared.ejections import EJECTIONS, HELD_UNTIL, RETURNED_AT, local_cells
+from gateway.upstream.client import close_response, map_transport_error
+
+__all__ = ["RETRYABLE_STATUSES", "Dispatch", "Replica", "Route"]
+
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+# Failures after which the request may safely go to another replica: nothing was generated
+# for the client yet (a read timeout is not one of them: the replica may just be slow).
+_RETRYABLE_ERRORS = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+    httpx.WriteError,
+)
+_LATENCY_WEIGHT = 0.2  # of the newest sample in the moving average
+
+
+@dataclass(eq=False)
+class Replica:
+    url: str
+    in_flight: int = 0
+    # Ejected by this worker, which probes it: the monotonic time its cool-down ends. It may be
+    # out of rotation without that, held out by another worker (`cells`).
+    ejected_until: float | None = None
+    last_error: str | None = None
+    last_failure_at: float = 0.0
+    latency_ms: float | None = None
+    requests: int = 0
+    errors: int = 0
+    probe: asyncio.Task[None] | None = field(default=None, repr=False)
+    cells: Any = field(default_factory=local_cells, repr=False)  # shared with the other workers
+    held_until: float = 0.0  # what this worker last wrote to cells[HELD_UNTIL]
+
+    @property
+    def healthy(self) -> bool:
+        """In rotation: not ejected by this worker, nor held out by any worker."""
+        if self.ejected_until is not None:
+            return False
+        held = self.cells[HELD_UNTIL]
+        return not held or held <= time.monotonic()
+
+    @property
+    def ejections(self) -> int:
+        """Consecutive ejections, by any worker: the cool-down doubles with each."""
+        return int(self.cells[EJECTIONS])
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "state": "healthy" if self.healthy else "ejected",
+            "in_flight": self.in_flight,
+            "latency_ms": round(self.latency_ms, 1) if self.latency_ms is not None else None,
+            "requests": self.requests,
+            "errors": self.errors,
+            "ejections": self.ejections,
+            "last_error": self.last_error,
+        }
+
+
+class Route:
+    """A route key and its replicas, as this worker sees them."""
+
+    def __init__(
+        self,
+        key: str,
+        urls: tuple[str, ...],
+        probe: Callable[[str], Awaitable[bool]],
+        probe_interval: float,
+        cooldown_max: float,
+        probe_timeout: float = 0.0,
+        cells: Sequence[Any] | None = None,
+    ) -> None:
+        """`cells`: each replica's cells in the shared table (`ejections.replica_cells`); None:
+        this worker's own. `probe_timeout`: how long a probe may take to answer."""
+        self.key = key
+        self.urls = urls
+        if cells is None:
+            cells = [local_cells() for _ in urls]
+        self.replicas = [Replica(url, cells=own) for url, own in zip(urls, cells, strict=True)]
+        self._probe = probe
+        self._probe_interval = probe_interval
+        self._cooldown_max = cooldown_max
+        # A hold must outlast the gap to the next probe's answer: an interval, the probe's own
+        # time, and an interval to spare.
+        self._hold_for = 2 * probe_interval + probe_timeout
+        self._next = 0
+        self._in_flight = {r.url: metrics.replica_in_flight.labels(key, r.url) for r in self.replicas}
+
+    def healthy(self) -> list[Replica]:
+        return [replica for replica in self.replicas if replica.healthy]
+
+    def choose(self, exclude: set[Replica]) -> Replica | None:
+        """The least-loaded healthy replica not yet tried, else the least recently failed one."""
+        candidates = [r for r in self.replicas if r.healthy and r not in exclude]
+        if not candidates:  # the one whose hold ends first, then the least recently failed here
+            ejected = [r for r in self.replicas if r not in exclude]
+            return min(ejected, key=lambda r: (r.cells[HELD_UNTIL], r.last_failure_at)) if ejected else None
+        fewest = min(r.in_flight for r in candidates)
+        count = len(self.replicas)
+        for offset in range(count):  # round-robin among the least loaded
+            replica = self.replicas[(self._next + offset) % count]
+            if replica in candidates and replica.in_flight == fewest:
+                self._next = (self._next + offset + 1) % count
+                return replica
+        return candidates[0]  # unreachable: some candidate has the fewest
+
+    def acquire(self, replica: Replica) -> None:
+        replica.in_flight += 1
+        replica.requests += 1
+        self._in_flight[replica.url].inc()
+        metrics.replica_requests_for(self.key, replica.url).inc()
+
+    def release(self, replica: Replica) -> None:
+        replica.in_flight -= 1
+        self._in_flight[replica.url].dec()
+
+    def succeeded(self, replica: Replica, seconds: float) -> None:
+        sample = seconds * 1000
+        previous = replica.latency_ms
+        replica.latency_ms = sample if previous is None else previous + _LATENCY_WEIGHT * (sample - previous)
+        cells = replica.cells
+        if cells[EJECTIONS] and time.monotonic() - cells[RETURNED_AT] > self._cooldown(replica):
+            cells[EJECTIONS] = 0  # it stayed up longer than its last cool-down: not flapping
+
+    def failed(self, replica: Replica, reason: str) -> None:
+        replica.errors += 1
+        replica.last_error = reason
+        replica.last_failure_at = time.monotonic()
+        metrics.replica_errors.labels(self.key, replica.url).inc()
+        if replica.ejected_until is None:  # not ejected here yet (another worker may have)
+            replica.cells[EJECTIONS] += 1
+            now = time.monotonic()
+            replica.ejected_until = now + self._cooldown(replica)
+            _hold(replica, max(replica.ejected_until, now + self._hold_for))
+            metrics.replica_ejections.labels(self.key, replica.url).inc()
+            if replica.probe is None or replica.probe.done():
+                replica.probe = asyncio.ensure_future(self._probe_until_back(replica))
+
+    def _cooldown(self, replica: Replica) -> float:
+        return min(self._probe_interval * 2 ** max(replica.ejections - 1, 0), self._cooldown_max)
+
+    async def _probe_until_back(self, replica: Replica) -> None:
+        cells = replica.cells
+        while (ejected_until := replica.ejected_until) is not None:
+            await asyncio.sleep(self._probe_interval)
+            answered = await self._probe(replica.url)
+            now = time.monotonic()
+            if answered and now >= ejected_until:
+                replica.ejected_until = None
+                cells[RETURNED_AT] = now
+                if cells[HELD_UNTIL] == replica.held_until:  # no worker has held it longer since
+                    cells[HELD_UNTIL] = 0.0
+            else:  # still out: held out everywhere until past the next probe's answer
+                _hold(replica, max(ejected_until, now + self._hold_for))
+
+    def close(self) -> None:
+        for replica in self.replicas:
+            if replica.probe is not None:
+                replica.probe.cancel()
+
+
+def _hold(replica: Replica, until: float) -> None:
+    """Keep `replica` out of every worker's rotation until `until` (monotonic), at least."""
+    cells = replica.cells
+    if cells[HELD_UNTIL] < until:
+        cells[HELD_UNTIL] = replica.held_until = until
+
+
+class Dispatch:
+    """One request's attempts over a route's replicas; `release()` must follow in a `finally`."""
+
+    def __init__(self, route: Route, max_attempts: int) -> None:
+        self.route = route
+        self.max_attempts = max_attempts
+        self.replica: Replica | None = None  # the replica holding this request's lease
+        self.retries = 0
+
+    async def send(self, call: Callable[[str], Awaitable[httpx.Response]]) -> httpx.Response:
+        """`call(base_url)` on one replica after another until one gives a usable answer."""
+        tried: set[Replica] = set()
+        last: GatewayError | None = None
+        while len(tried) < self.max_attempts:
+            replica = self.route.choose(tried)
+            if replica is None:
+                break
+            if tried:
+                self.retries += 1
+                metrics.upstream_retries.labels(self.route.key).inc()
+            tried.add(replica)
+            self.release()
+            self.route.acquire(replica)
+            self.replica = replica
+            started = time.perf_counter()
+            try:
+                response = await call(replica.url)
+            except _RETRYABLE_ERRORS as exc:
+                self.route.failed(replica, f"{type(exc).__name__}: {exc}")
+                last = map_transport_error(exc, self.route.key)
+                continue
+            except httpx.HTTPError as exc:  # a timeout after the request went out: no retry
+                raise map_transport_error(exc, self.route.key) from exc
+            if response.status_code in RETRYABLE_STATUSES:
+                self.route.failed(replica, f"HTTP {response.status_code}")
+                if len(tried) < self.max_attempts and self.route.choose(tried) is not None:
+                    await close_response(response)
+                    continue
+                return response  # the last replica's error is relayed as it is
+            self.route.succeeded(replica, time.perf_counter() - started)
+            return response
+        message = f"route {self.route.key!r}: no replica could serve the request ({len(tried)} of {len(self.route.replicas)} tried)"
+        if last is None:
+            raise UpstreamUnavailable(message)
+        # The class of the last failure decides the status: refused 502, timed out 504.
+        raise type(last)(f"{message}: {last.message}", code=last.code)
+
+    def release(self) -> None:
+        if self.replica is not None:
+            self.route.release(self.replica)
+            self.replica = None

@@ -1,0 +1,1 @@
+"""State shared by workers and instances: Redis, the machine's shared-memory tables and their hash."""

@@ -1,0 +1,1 @@
+"""The client for vLLM: the HTTP transport, timeouts and errors, and the streaming relay."""
