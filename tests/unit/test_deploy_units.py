@@ -90,10 +90,17 @@ def test_systemd_accepts_the_unit(name: str, tmp_path: Path) -> None:
 
 @needs_systemd
 @pytest.mark.parametrize(
-    "edit", [("Type=exec", "Type=bogus"), ("KillMode=mixed", "KillMode=gently"), ("ExecStart=", "ExecStrat=")]
+    ("name", "edit"),
+    [
+        ("gateway.service", ("Type=exec", "Type=bogus")),
+        ("gateway.service", ("KillMode=mixed", "KillMode=gently")),
+        ("gateway.service", ("ExecStart=", "ExecStrat=")),
+        ("vllm@.service", ("TimeoutStartSec=900", "TimeoutStartSec=forever")),
+        ("vllm@.service", ("ProtectSystem=full", "ProtectSytem=full")),
+    ],
 )
-def test_a_broken_unit_is_reported(edit: tuple[str, str], tmp_path: Path) -> None:
-    status, complaints = verify(installable_copy("gateway.service", tmp_path, edit=edit))
+def test_a_broken_unit_is_reported(name: str, edit: tuple[str, str], tmp_path: Path) -> None:
+    status, complaints = verify(installable_copy(name, tmp_path, edit=edit))
     assert status != 0 or complaints, "systemd-analyze verify would not catch a broken unit"
 
 
@@ -133,7 +140,40 @@ def test_the_gateway_starts_with_the_units_metrics_folder(tmp_path: Path) -> Non
     assert list(folder.glob("*.db"))
 
 
+def readme_env_files() -> dict[str, dict[str, str]]:
+    """The instance files deploy/README.md writes (`sudo tee /etc/vllm/NAME.env <<'ENV' ... ENV`)."""
+    readme = (DEPLOY / "README.md").read_text()
+    found = re.findall(r"tee (/etc/vllm/\S+\.env) <<'ENV'\n(.*?)^ENV$", readme, flags=re.DOTALL | re.MULTILINE)
+    return {path: dict(line.split("=", 1) for line in body.splitlines()) for path, body in found}
+
+
 def test_each_vllm_instance_reads_its_own_settings() -> None:
     service = service_section("vllm@.service")
     assert one(service, "EnvironmentFile") == "/etc/vllm/%i.env"
-    assert "--port ${VLLM_PORT}" in one(service, "ExecStart")
+    command = one(service, "ExecStart")
+    assert "--port ${SERVE_PORT}" in command
+    needed = set(re.findall(r"\$\{?(\w+)", command)) - set(environment(service))
+    files = readme_env_files()
+    assert len(files) == 2
+    for path, values in files.items():
+        assert needed <= set(values), f"{path} lacks {needed - set(values)}"
+
+
+def test_no_vllm_setting_is_taken_for_one_of_vllms_own() -> None:
+    # vLLM reads VLLM_PORT as the first of its internal ports (the next instance's port would be
+    # among them), and warns about every VLLM_* name it does not know.
+    service = service_section("vllm@.service")
+    expanded = set(re.findall(r"\$\{?(\w+)", one(service, "ExecStart")))
+    assert not {name for name in expanded if name.startswith("VLLM_")}
+    written = set(environment(service)).union(*readme_env_files().values())
+    assert {name for name in written if name.startswith("VLLM_")} <= {"VLLM_ENABLE_RESPONSES_API_STORE"}
+
+
+def test_a_vllm_stop_lets_requests_finish_before_systemd_kills_it() -> None:
+    service = service_section("vllm@.service")
+    assert "--shutdown-timeout ${SERVE_SHUTDOWN_TIMEOUT}" in one(service, "ExecStart")
+    drain = float(environment(service)["SERVE_SHUTDOWN_TIMEOUT"])
+    assert drain > 0  # vLLM's default, 0, aborts the requests in flight
+    assert float(one(service, "TimeoutStopSec")) >= drain + 10
+    assert one(service, "KillSignal") == "SIGTERM"
+    assert float(one(service, "TimeoutStartSec")) >= 300  # a model loads for minutes
