@@ -114,6 +114,11 @@ def _cached_labels(family: Any) -> Callable[..., Any]:
     return labels
 
 
+# prometheus-client opens its files in PROMETHEUS_MULTIPROC_DIR as soon as the families below are
+# built, at import: before the main process's `prepare_multiprocess_dir()` could create a folder
+# that an operator named but nobody made yet (a subfolder of systemd's RuntimeDirectory, say).
+if os.environ.get(ENV):
+    Path(os.environ[ENV]).mkdir(parents=True, exist_ok=True)
 # The stock classes, or prometheus_patch.py's cheaper ones when they pass its start-up check.
 prometheus_patch.install()
 _Counter, _Gauge, _Histogram = prometheus_patch.families()

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import orjson
@@ -145,6 +146,20 @@ def test_every_scrape_counts_the_requests_of_all_workers(
         assert counted == 40
         assert _sample(scrape, 'gateway_tokens_total{kind="completion",model="tiny-llama",route="chat"}') == 80
         assert _sample(scrape, 'gateway_upstream_duration_seconds_count{model="tiny-llama",route="chat"}') == 40
+
+
+def test_a_metrics_folder_that_does_not_exist_yet_is_created(
+    start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM, tmp_path: Path
+) -> None:
+    # As PROMETHEUS_MULTIPROC_DIR=/run/<RuntimeDirectory>/metrics would be under systemd.
+    folder = tmp_path / "run" / "metrics"
+    gateway = start_gateway(
+        workers=2, MODEL_ROUTE_chat=chat_upstream.url, METRICS_PUBLIC="true", PROMETHEUS_MULTIPROC_DIR=str(folder)
+    )
+    assert httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=10).status_code == 200
+    scrape = httpx.get(f"{gateway.url}/metrics").text
+    assert _sample(scrape, 'gateway_requests_total{endpoint="/v1/chat/completions",method="POST",status="200"}') == 1
+    assert list(folder.glob("*.db"))  # the workers' files are where the operator said
 
 
 def test_api_keys(start_gateway: Callable[..., Gateway], chat_upstream: FakeVLLM) -> None:
