@@ -19,7 +19,7 @@ from sanic import HTTPResponse, Request
 from gateway.errors import GatewayError, UpstreamTimeout
 from gateway.http.responses import Response
 from gateway.observability.access import CLIENT_CLOSED, record_request
-from gateway.observability.metrics import metrics
+from gateway.observability.metrics import StreamMetrics, metrics
 from gateway.routing.replicas import Dispatch, Route
 from gateway.routing.router import Router
 from gateway.settings import Settings
@@ -103,15 +103,13 @@ class Proxy:
         send = self._sender(request, endpoint, body, self.upstream.open_stream)
         ctx = request.ctx
         model_label = ctx.model or ""
-        request_started = ctx.started
         relay = StreamRelay(
             request,
             route.key,
             lambda: dispatch.send(send),
             heartbeat_seconds=self.settings.sse_heartbeat_seconds,
             total_timeout_seconds=self.settings.total_timeout_seconds,
-            on_first_chunk=lambda: metrics.first_chunk_for(route.key).observe(time.perf_counter() - request_started),
-            on_usage=lambda events: metrics.count_tokens(route.key, model_label, events),
+            observer=StreamMetrics(route.key, model_label, ctx.started),
         )
         ctx.streaming = True  # the response middleware runs when the stream starts
         self.streams.add(relay)

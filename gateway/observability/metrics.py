@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from gateway.observability import prometheus_patch
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "Metrics",
+    "StreamMetrics",
     "metrics",
     "prepare_multiprocess_dir",
     "render",
@@ -226,3 +228,20 @@ class Metrics:
 
 
 metrics = Metrics()
+
+
+class StreamMetrics:
+    """What one stream reports while it runs, counted for its route and model (a `StreamObserver`)."""
+
+    __slots__ = ("_model", "_route", "_started")
+
+    def __init__(self, route: str, model: str, started: float | None) -> None:
+        self._route, self._model, self._started = route, model, started
+
+    def first_chunk(self) -> None:
+        """Time from the request to the stream's first upstream event."""
+        if self._started is not None:
+            metrics.first_chunk_for(self._route).observe(time.perf_counter() - self._started)
+
+    def usage(self, events: bytes) -> None:
+        metrics.count_tokens(self._route, self._model, events)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -37,7 +37,7 @@ from gateway.http.responses import Response
 from gateway.upstream.client import close_after_end, close_response, map_transport_error
 from gateway.upstream.transport import content_type_of
 
-__all__ = ["SSE_HEADERS", "StreamRelay"]
+__all__ = ["SSE_HEADERS", "StreamObserver", "StreamRelay"]
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
@@ -79,6 +79,16 @@ def _ends_with_done(events: bytes) -> bool:
     return events.endswith(DONE) or events.rstrip().endswith(b"data: [DONE]")
 
 
+class StreamObserver(Protocol):
+    """Who hears what a stream reports while it runs (the metrics: `StreamMetrics`)."""
+
+    def first_chunk(self) -> None:
+        """The first upstream event has arrived."""
+
+    def usage(self, events: bytes) -> None:
+        """The events just before `[DONE]` hold vLLM's `usage`."""
+
+
 class StreamRelay:
     """One client stream. `run()` returns a JSON response only when the stream never started."""
 
@@ -89,16 +99,14 @@ class StreamRelay:
         opener: Callable[[], Awaitable[httpx.Response]],
         heartbeat_seconds: float,
         total_timeout_seconds: float | None,
-        on_first_chunk: Callable[[], None] | None = None,
-        on_usage: Callable[[bytes], None] | None = None,
+        observer: StreamObserver | None = None,
     ) -> None:
         self.request = request
         self.route_key = route_key
         self._opener = opener
         self._heartbeat = heartbeat_seconds
         self._total = total_timeout_seconds
-        self._on_first_chunk = on_first_chunk
-        self._on_usage = on_usage
+        self._observer = observer
         self.response: HTTPResponse | None = None
         self.upstream_status: int | None = None
         self._loop = asyncio.get_running_loop()
@@ -269,8 +277,8 @@ class StreamRelay:
                 events, pending = pending[:end], pending[end:]
                 if first:
                     first = False
-                    if self._on_first_chunk is not None:
-                        self._on_first_chunk()
+                    if self._observer is not None:
+                        self._observer.first_chunk()
                 if _ends_with_done(events):
                     await self._finish(events)
                     self._report_usage(previous, events)
@@ -290,9 +298,9 @@ class StreamRelay:
 
     def _report_usage(self, previous: bytes, last: bytes) -> None:
         """Pass on the events just before [DONE], where vLLM puts the usage (include_usage)."""
-        if self._on_usage is None:
+        if self._observer is None:
             return
         before = last[: last.rstrip().rfind(b"data: [DONE]")]
         candidate = before if before.strip() else previous
         if b'"usage"' in candidate:
-            self._on_usage(candidate)
+            self._observer.usage(candidate)

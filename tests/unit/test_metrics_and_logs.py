@@ -4,6 +4,7 @@ import asyncio
 import io
 import logging
 import math
+import time
 from pathlib import Path
 
 import orjson
@@ -202,3 +203,22 @@ def test_the_cheaper_metric_families_refuse_what_prometheus_client_refuses() -> 
         durations.observe(1.0)
     with pytest.raises(ValueError):
         requests.labels("a").inc(-1)
+
+
+def test_a_stream_reports_its_first_chunk_and_usage_for_its_route_and_model() -> None:
+    from prometheus_client import REGISTRY
+
+    from gateway.observability.metrics import StreamMetrics
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    first_before = sample("gateway_stream_first_chunk_seconds_count", route="observed")
+    tokens_before = sample("gateway_tokens_total", route="observed", model="m", kind="completion")
+    stream = StreamMetrics("observed", "m", started=time.perf_counter())
+    stream.first_chunk()
+    stream.usage(b'data: {"usage":{"prompt_tokens":5,"total_tokens":12,"completion_tokens":7}}\n\n')
+    assert sample("gateway_stream_first_chunk_seconds_count", route="observed") == first_before + 1
+    assert sample("gateway_tokens_total", route="observed", model="m", kind="completion") == tokens_before + 7
+    StreamMetrics("observed", "m", started=None).first_chunk()  # a request Sanic refused early: no time
+    assert sample("gateway_stream_first_chunk_seconds_count", route="observed") == first_before + 1
