@@ -1,9 +1,9 @@
 """
-The list of the gateway's errors that README.md shows, generated from `errors.py`: each error
+The list of the gateway's errors that docs/errors.md shows, generated from `errors.py`: each error
 class's status, code and docstring, the other codes it is raised with, how it reads on `/v1`,
 and the codes of the errors Sanic raises before the gateway's handlers run.
 
-    python -m gateway.error_catalogue      prints the table (README.md holds it between markers)
+    python -m gateway.error_catalogue      prints the table (docs/errors.md holds it between markers)
 """
 
 from __future__ import annotations

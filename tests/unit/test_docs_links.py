@@ -49,7 +49,7 @@ def test_github_anchor_rules() -> None:
 
 def test_the_docs_exist() -> None:
     names = {path.name for path in DOCS}
-    assert {"README.md", "configuration.md", "operations.md", "architecture.md", "performance.md"} <= names
+    assert {"README.md", "configuration.md", "operations.md", "architecture.md", "performance.md", "errors.md"} <= names
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda path: str(path.relative_to(ROOT)))
