@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
+import httpx
 import pytest
 from sanic import Sanic
 
+from gateway.admission.ratelimit import LocalLimiter
 from gateway.app import create_app
+from gateway.services import Services
 from gateway.settings import Settings, load_settings
 
 Sanic.test_mode = True
@@ -36,3 +40,11 @@ def make_app(settings_from: Callable[..., Settings]) -> Iterator[Callable[..., S
 
     yield build
     Sanic._app_registry.clear()
+
+
+def worker_services(settings: Settings, transport: httpx.AsyncBaseTransport, shared_ctx: object = None) -> Services:
+    """What a worker builds at start-up, over `transport`, outside any Sanic app (one process)."""
+    local = LocalLimiter(settings.rate_limit_per_min) if settings.rate_limit_per_min else None
+    return Services.build(
+        settings, shared_ctx=shared_ctx or SimpleNamespace(), local_limiter=local, transport=transport
+    )

@@ -42,7 +42,7 @@ __all__ = [
     "write_after_each_loop_step",
 ]
 
-ENV = "PROMETHEUS_MULTIPROC_DIR"
+ENV = prometheus_patch.ENV  # PROMETHEUS_MULTIPROC_DIR
 _CREATED_DIR_ENV = "GATEWAY_METRICS_DIR_CREATED"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens":\s*(\d+)')

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import httpx
 
-from gateway.admission.ratelimit import LocalLimiter
 from gateway.services import Services
 from gateway.settings import Settings
+from tests.conftest import worker_services
 
 A, B = "http://127.0.0.1:9101/v1", "http://127.0.0.1:9102/v1"
 LISTINGS = {
@@ -23,9 +22,7 @@ def services(settings: Settings, answer: Callable[[httpx.Request], httpx.Respons
         base = str(request.url).removesuffix("/models")
         return httpx.Response(200, json={"object": "list", "data": LISTINGS[base]})
 
-    transport = httpx.MockTransport(answer or listing)
-    limiter = LocalLimiter(settings.rate_limit_per_min) if settings.rate_limit_per_min else None
-    return Services.build(settings, shared_ctx=SimpleNamespace(), local_limiter=limiter, transport=transport)
+    return worker_services(settings, httpx.MockTransport(answer or listing))
 
 
 async def test_the_api_list_names_every_route_serving_a_model(settings_from: Callable[..., Settings]) -> None:

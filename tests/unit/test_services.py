@@ -11,6 +11,7 @@ import httpx
 from gateway.admission.ratelimit import LocalLimiter, RedisLimiter, SharedMemoryLimiter, create_shared_table
 from gateway.services import Services
 from gateway.settings import Settings
+from tests.conftest import worker_services
 
 ROUTES = {
     "MODEL_ROUTE_a": "http://127.0.0.1:9101/v1",
@@ -19,13 +20,8 @@ ROUTES = {
 
 
 def build(settings: Settings, shared_ctx: object = None) -> Services:
-    local = LocalLimiter(settings.rate_limit_per_min) if settings.rate_limit_per_min else None
-    return Services.build(
-        settings,
-        shared_ctx=shared_ctx or SimpleNamespace(),
-        local_limiter=local,
-        transport=httpx.MockTransport(lambda request: httpx.Response(200, json={"data": []})),
-    )
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"data": []}))
+    return worker_services(settings, transport, shared_ctx)
 
 
 def limiter_of(services: Services) -> object:
