@@ -39,6 +39,7 @@ from gateway.errors import GatewayErrorHandler
 from gateway.http.requests import Request
 from gateway.http.sanic_config import server_config
 from gateway.observability import metrics as metrics_module
+from gateway.observability import prometheus_patch
 from gateway.observability.access import access_log, record_request
 from gateway.observability.logs import log_config
 from gateway.observability.metrics import metrics
@@ -220,7 +221,7 @@ async def _start_services(app: Sanic) -> None:
     )
     loop = asyncio.get_running_loop()
     access_log.write_after_each_loop_step(loop)
-    metrics_module.write_after_each_loop_step(loop)
+    prometheus_patch.write_after_each_loop_step(loop)
 
 
 async def _worker_ready(app: Sanic) -> None:

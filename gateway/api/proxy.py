@@ -6,13 +6,10 @@ another when one fails), and relay the answer — as JSON, or as a stream of ser
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
+import functools
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 import orjson
 from sanic import HTTPResponse, Request
 
@@ -36,13 +33,6 @@ class Proxy:
         self.router = router
         self.upstream = upstream
         self.streams: set[StreamRelay] = set()
-        # vLLM uses X-Request-ID as its own request id, so each upstream attempt gets a unique
-        # one: the client's id, then this worker's pid and a counter.
-        self._attempt_prefix = f"{os.getpid():x}"
-        self._attempts = itertools.count(1)
-
-    def attempt_id(self, request_id: str) -> str:
-        return f"{request_id}-{self._attempt_prefix}{next(self._attempts):x}"
 
     async def _route(self, request: Request, model_key: str | None, model: str | None) -> Route:
         try:
@@ -54,20 +44,14 @@ class Proxy:
         request.ctx.model = model or self.settings.default_model_name
         return route
 
-    def _sender(
-        self, request: Request, endpoint: str, body: bytes, send: Callable[[str, bytes, str], Awaitable[httpx.Response]]
-    ) -> Callable[[str], Awaitable[httpx.Response]]:
-        request_id = request.ctx.request_id
-        return lambda base_url: send(base_url + endpoint, body, self.attempt_id(request_id))
-
     async def complete(
         self, request: Request, endpoint: str, body: bytes, *, model_key: str | None, model: str | None
     ) -> HTTPResponse:
         """Forward a non-streaming request; the upstream's status and body come back unchanged."""
         route = await self._route(request, model_key, model)
-        dispatch = Dispatch(route, self.settings.upstream_max_attempts)
+        dispatch = Dispatch(route, self.upstream, self.settings.upstream_max_attempts)
         started = time.perf_counter()
-        sending = dispatch.send(self._sender(request, endpoint, body, self.upstream.post))
+        sending = dispatch.post(endpoint, body, request.ctx.request_id)
         try:
             if self.settings.total_timeout_seconds is None:
                 upstream = await sending
@@ -99,14 +83,13 @@ class Proxy:
     ) -> HTTPResponse | None:
         """Relay a streaming request as SSE; returns a response only if the stream never started."""
         route = await self._route(request, model_key, model)
-        dispatch = Dispatch(route, self.settings.upstream_max_attempts)
-        send = self._sender(request, endpoint, body, self.upstream.open_stream)
+        dispatch = Dispatch(route, self.upstream, self.settings.upstream_max_attempts)
         ctx = request.ctx
         model_label = ctx.model or ""
         relay = StreamRelay(
             request,
             route.key,
-            lambda: dispatch.send(send),
+            functools.partial(dispatch.open_stream, endpoint, body, ctx.request_id),
             heartbeat_seconds=self.settings.sse_heartbeat_seconds,
             total_timeout_seconds=self.settings.total_timeout_seconds,
             observer=StreamMetrics(route.key, model_label, ctx.started),

@@ -43,7 +43,7 @@ import httpx
 from gateway.errors import GatewayError, UpstreamUnavailable
 from gateway.observability.metrics import metrics
 from gateway.shared.ejections import EJECTIONS, HELD_UNTIL, RETURNED_AT, local_cells
-from gateway.upstream.client import close_response, map_transport_error
+from gateway.upstream.client import Upstream, close_response, map_transport_error
 
 __all__ = ["RETRYABLE_STATUSES", "Dispatch", "Replica", "Route"]
 
@@ -214,14 +214,26 @@ def _hold(replica: Replica, until: float) -> None:
 class Dispatch:
     """One request's attempts over a route's replicas; `release()` must follow in a `finally`."""
 
-    def __init__(self, route: Route, max_attempts: int) -> None:
+    def __init__(self, route: Route, upstream: Upstream, max_attempts: int) -> None:
         self.route = route
+        self.upstream = upstream
         self.max_attempts = max_attempts
         self.replica: Replica | None = None  # the replica holding this request's lease
         self.retries = 0
 
-    async def send(self, call: Callable[[str], Awaitable[httpx.Response]]) -> httpx.Response:
-        """`call(base_url)` on one replica after another until one gives a usable answer."""
+    async def post(self, endpoint: str, body: bytes, request_id: str) -> httpx.Response:
+        """POST `body` to `endpoint` of one replica after another; the whole answer, read."""
+        return await self._send(self.upstream.post, endpoint, body, request_id)
+
+    async def open_stream(self, endpoint: str, body: bytes, request_id: str) -> httpx.Response:
+        """The same for a stream: the answer as soon as its headers arrived, body unread."""
+        return await self._send(self.upstream.open_stream, endpoint, body, request_id)
+
+    async def _send(
+        self, method: Callable[[str, bytes, str], Awaitable[httpx.Response]], endpoint: str, body: bytes,
+        request_id: str,
+    ) -> httpx.Response:  # fmt: skip
+        """`method` on one replica after another until one gives a usable answer."""
         tried: set[Replica] = set()
         last: GatewayError | None = None
         while len(tried) < self.max_attempts:
@@ -237,7 +249,7 @@ class Dispatch:
             self.replica = replica
             started = time.perf_counter()
             try:
-                response = await call(replica.url)
+                response = await method(replica.url + endpoint, body, self.upstream.attempt_id(request_id))
             except _RETRYABLE_ERRORS as exc:
                 self.route.failed(replica, f"{type(exc).__name__}: {exc}")
                 last = map_transport_error(exc, self.route.key)

@@ -11,6 +11,8 @@ long generation that keeps producing is never cut), write, and an optional total
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -196,6 +198,10 @@ class Upstream:
         )
         self._extensions = {"timeout": self.timeout.as_dict()}
         self._urls: dict[str, httpx.URL] = {}  # replica URL + endpoint: a handful per route
+        # vLLM uses X-Request-ID as its own request id, so each upstream attempt gets a unique
+        # one: the client's id, then this worker's pid and a counter.
+        self._attempt_prefix = f"{os.getpid():x}"
+        self._attempts = itertools.count(1)
         self._models_timeout = httpx.Timeout(
             connect=settings.connect_timeout_seconds,
             read=min(settings.read_timeout_seconds, MODELS_READ_TIMEOUT_SECONDS),
@@ -205,6 +211,10 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    def attempt_id(self, request_id: str) -> str:
+        """The X-Request-ID of one attempt at `request_id` (unique: vLLM refuses a duplicate)."""
+        return f"{request_id}-{self._attempt_prefix}{next(self._attempts):x}"
 
     # httpx errors leave `post` and `open_stream` as they are: whether a failure is retried on
     # another replica, answered as JSON or sent in-band is decided by their callers.

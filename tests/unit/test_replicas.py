@@ -2,14 +2,37 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.routing.replicas import Dispatch, Route
+from gateway.settings import load_settings
+from gateway.upstream.client import Upstream
 
 URLS = ("http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1", "http://127.0.0.1:3/v1")
+Call = Callable[[str], Awaitable[httpx.Response]]
+
+
+class FakeUpstream(Upstream):
+    """An `Upstream` whose requests are `call(url)`; records the X-Request-ID of every attempt."""
+
+    def __init__(self, call: Call) -> None:
+        super().__init__(load_settings({"VLLM_BASE_URL": URLS[0]}, env_file=None))
+        self.call = call
+        self.request_ids: list[str] = []
+
+    async def post(self, url: str, body: bytes, request_id: str) -> httpx.Response:
+        self.request_ids.append(request_id)
+        return await self.call(url)
+
+    open_stream = post
+
+
+def dispatch_to(route: Route, call: Call, max_attempts: int) -> Dispatch:
+    return Dispatch(route, FakeUpstream(call), max_attempts)
 
 
 def make_route(up: set[str] | None = None, interval: float = 0.02) -> Route:
@@ -68,14 +91,17 @@ async def test_dispatch_fails_over_on_refusal_and_5xx_and_releases_every_lease()
             return httpx.Response(503)
         return httpx.Response(200, json={"ok": True})
 
-    dispatch = Dispatch(route, max_attempts=3)
+    dispatch = dispatch_to(route, call, max_attempts=3)
     try:
-        response = await dispatch.send(call)
+        response = await dispatch.post("", b"{}", "req-1")
         assert [r.in_flight for r in route.replicas] == [0, 0, 1]
     finally:
         dispatch.release()
     assert response.status_code == 200 and calls == list(URLS)
     assert dispatch.retries == 2
+    # vLLM refuses a request id it already has: every attempt carries the client's id, made unique.
+    request_ids = dispatch.upstream.request_ids  # type: ignore[attr-defined]
+    assert len(set(request_ids)) == 3 and all(rid.startswith("req-1-") for rid in request_ids)
     assert [r.in_flight for r in route.replicas] == [0, 0, 0]
     assert [r.healthy for r in route.replicas] == [False, False, True]
     route.close()
@@ -91,9 +117,9 @@ async def test_dispatch_gives_up_naming_the_route_with_the_last_failures_status(
         raise httpx.ConnectTimeout("slow")
 
     with pytest.raises(UpstreamUnavailable, match="route 'r'.*3 of 3 tried"):
-        await Dispatch(route, 5).send(refused)
+        await dispatch_to(route, refused, 5).post("", b"{}", "req-1")
     with pytest.raises(UpstreamTimeout, match="route 'r'"):
-        await Dispatch(make_route(up=set()), 2).send(slow)
+        await dispatch_to(make_route(up=set()), slow, 2).open_stream("", b"{}", "req-1")
     route.close()
 
 
@@ -105,9 +131,9 @@ async def test_read_timeout_is_not_retried() -> None:
         calls.append(url)
         raise httpx.ReadTimeout("slow generation")
 
-    dispatch = Dispatch(route, 3)
+    dispatch = dispatch_to(route, call, 3)
     with pytest.raises(UpstreamTimeout):
-        await dispatch.send(call)
+        await dispatch.post("", b"{}", "req-1")
     dispatch.release()
     assert len(calls) == 1 and all(r.healthy for r in route.replicas)
 
@@ -119,11 +145,11 @@ async def test_a_cancelled_request_releases_its_lease() -> None:
         await asyncio.sleep(10)
         raise AssertionError
 
-    dispatch = Dispatch(route, 3)
+    dispatch = dispatch_to(route, hang, 3)
 
     async def request() -> None:
         try:
-            await dispatch.send(hang)
+            await dispatch.open_stream("", b"{}", "req-1")
         finally:
             dispatch.release()
 
