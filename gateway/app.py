@@ -35,7 +35,7 @@ from gateway import __version__
 from gateway.admission.ratelimit import LocalLimiter, create_shared_table
 from gateway.api import blueprints, openapi_builder
 from gateway.api.blueprints.docs import UI_CONFIG as DOCS_UI_CONFIG
-from gateway.errors import GatewayErrorHandler
+from gateway.http.error_handler import GatewayErrorHandler
 from gateway.http.requests import Request
 from gateway.http.sanic_config import server_config
 from gateway.observability import metrics as metrics_module
