@@ -52,7 +52,8 @@ from gateway.process.server import (
 )
 from gateway.process.supervisor import REPLACES_ENV, supervise_workers
 from gateway.services import Services
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.settings import Settings
+from gateway.settings_loader import SettingsError, load_settings
 from gateway.shared import ejections as ejections_module
 
 __all__ = ["APP_NAME", "create_app", "load_or_exit"]
