@@ -39,7 +39,6 @@ __all__ = [
     "prepare_multiprocess_dir",
     "render",
     "usage_tokens",
-    "write_after_each_loop_step",
 ]
 
 ENV = prometheus_patch.ENV  # PROMETHEUS_MULTIPROC_DIR
@@ -70,13 +69,13 @@ def remove_multiprocess_dir() -> None:
 
 def mark_worker_stopped() -> None:
     if os.environ.get(ENV):
-        write_after_each_loop_step(None)
+        prometheus_patch.write_after_each_loop_step(None)
         multiprocess.mark_process_dead(os.getpid())
 
 
 def render() -> bytes:
     if os.environ.get(ENV):
-        flush_pending_writes()
+        prometheus_patch.flush_pending_writes()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
@@ -124,8 +123,6 @@ if os.environ.get(ENV):
 # The stock classes, or prometheus_patch.py's cheaper ones when they pass its start-up check.
 prometheus_patch.install()
 _Counter, _Gauge, _Histogram = prometheus_patch.families()
-write_after_each_loop_step = prometheus_patch.write_after_each_loop_step
-flush_pending_writes = prometheus_patch.flush_pending_writes
 
 
 class Metrics:

@@ -205,9 +205,3 @@ async def test_model_outside_allowed_models_is_403(make_app: Callable[..., Sanic
     response = await call(make_app(ALLOWED_MODELS="embed"), "post", "/v1/chat/completions", json={"model": "tiny"})
     assert response.status == 403
     assert error_of(response)["type"] == "permission_error"
-
-
-async def test_invalid_request_id_is_replaced(make_app: Callable[..., Sanic], upstream: respx.Router) -> None:
-    response = await call(make_app(), "get", "/v1/models", headers={"X-Request-ID": "bad id\twith spaces"})
-    assert response.headers["x-request-id"] != "bad id\twith spaces"
-    assert len(response.headers["x-request-id"]) == 32
