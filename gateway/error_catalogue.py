@@ -1,7 +1,8 @@
 """
 The list of the gateway's errors that docs/errors.md shows, generated from `errors.py`: each error
 class's status, code and docstring, the other codes it is raised with, how it reads on `/v1`,
-and the codes of the errors Sanic raises before the gateway's handlers run.
+and the codes of the errors Sanic raises before the gateway's handlers run (`SANIC_CODES`, in
+`http/error_handler.py`).
 
     python -m gateway.error_catalogue      prints the table (docs/errors.md holds it between markers)
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.errors import SANIC_CODES, GatewayError
+from gateway.errors import GatewayError
+from gateway.http.error_handler import SANIC_CODES
 
 __all__ = ["BEGIN", "END", "ErrorRow", "error_rows", "render_error_table"]
 

@@ -18,7 +18,6 @@ from gateway.admission.guard import Guard
 from gateway.admission.ratelimit import Limiter, LocalLimiter, RedisLimiter, SharedMemoryLimiter
 from gateway.api.catalogue import Catalogue
 from gateway.api.proxy import Proxy
-from gateway.http.cors import ALLOW_HEADERS, CorsPolicy
 from gateway.observability.metrics import metrics
 from gateway.process.server import StopSignals
 from gateway.routing.models_cache import ModelList, ModelsCache, merge_listings
@@ -37,7 +36,6 @@ logger = logging.getLogger("gateway")
 @dataclass(slots=True, eq=False)
 class Services:
     settings: Settings
-    cors_policy: CorsPolicy
     upstream: Upstream
     redis: RedisStore | None
     routes: dict[str, Route]
@@ -84,7 +82,6 @@ class Services:
         router = Router(settings, routes, models)
         return cls(
             settings=settings,
-            cors_policy=CorsPolicy(settings.allow_origins, ALLOW_HEADERS + settings.cors_allow_headers),
             upstream=upstream,
             redis=store,
             routes=routes,

@@ -10,7 +10,8 @@ from sanic import Sanic
 from gateway.admission.ratelimit import LocalLimiter
 from gateway.app import create_app
 from gateway.services import Services
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings
+from gateway.settings_loader import load_settings
 
 Sanic.test_mode = True
 

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sanic import HTTPResponse, Request
+from sanic import HTTPResponse
 from sanic.compat import Header
+
+from gateway.http.requests import Request
 
 __all__ = ["ALLOW_HEADERS", "EXPOSE_HEADERS", "MAX_AGE_SECONDS", "CorsPolicy"]
 

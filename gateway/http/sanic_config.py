@@ -8,7 +8,7 @@ reads eight settings that way on every connection and request (five when a conne
 per read of the socket, one per request, one when it closes). Here those eight are properties
 that read the dict in C: the values, and everything that writes them (`update`,
 `config.X = ...`, the `SANIC_` environment), stay Sanic's. Measured with
-scripts/count_instructions.py: 710,828 user-space instructions per /v1 stream with Sanic's stock
+bench/count_instructions.py: 710,828 user-space instructions per /v1 stream with Sanic's stock
 `Config`, 686,340 with this one (3.4% less).
 """
 

@@ -18,7 +18,7 @@ library no longer behaves as they assume) and bounded in requirements.txt (prome
   a stream's length). These do the same in a few attribute reads and a bisection; any other use
   (an exemplar, a negative amount, a parent) goes to the stock method, errors and all.
 
-Measured with scripts/count_instructions.py (callgrind, 200 streams through one worker, /v1):
+Measured with bench/count_instructions.py (callgrind, 200 streams through one worker, /v1):
 722,491 user-space instructions per stream with the stock classes, 684,622 with these (5.2% less,
 before counting the stock path's `getpid()` system calls); docs/performance.md, "Library patches".
 """

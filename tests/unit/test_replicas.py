@@ -9,7 +9,7 @@ import pytest
 
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.routing.replicas import Dispatch, Route
-from gateway.settings import load_settings
+from gateway.settings_loader import load_settings
 from gateway.upstream.client import Upstream
 
 URLS = ("http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1", "http://127.0.0.1:3/v1")

@@ -11,7 +11,7 @@ from sanic.http import Http
 from gateway.app import create_app
 from gateway.http import sanic_config
 from gateway.http.sanic_config import HOT_SETTINGS, ServerConfig
-from gateway.settings import load_settings
+from gateway.settings_loader import load_settings
 
 
 def test_defaults_are_sanics() -> None:

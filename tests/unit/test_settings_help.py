@@ -9,8 +9,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from gateway.__main__ import startup_line
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings
 from gateway.settings_help import VARIABLES, render_env_example
+from gateway.settings_loader import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DESCRIBED = {variable.name for variable in VARIABLES}

@@ -2,13 +2,13 @@
 What a gateway adds to the first chunk of a burst of new streams, finely enough to compare two
 versions of the code, or the gateway with the cheapest relay there is.
 
-    .venv/bin/python scripts/burst_pairs.py [--pairs 60] [--ref COMMIT ...]
+    .venv/bin/python bench/burst_pairs.py [--pairs 60] [--ref COMMIT ...]
         [--variant KEY=VAL[,KEY=VAL...] ...] [--relay] [--sanic-relay] [--path /api/chat/stream]
 
 The servers: the fake vLLM server (the "direct" line), the working tree's gateway, one gateway per
 `--ref` (that commit's gateway/), one more of the working tree per `--variant` (with those extra
-environment variables), with `--relay` scripts/tcp_relay.py, which only copies bytes, and with
-`--sanic-relay` scripts/sanic_relay.py, Sanic's own request path with nothing of the gateway's
+environment variables), with `--relay` bench/tcp_relay.py, which only copies bytes, and with
+`--sanic-relay` bench/sanic_relay.py, Sanic's own request path with nothing of the gateway's
 on top. Every gateway runs as bench.py runs it (WORKERS=2, access log on).
 
 Each round sends one burst of 50 streams (64 chunks 10 ms apart, bench.py's stream scenario) to
@@ -33,9 +33,12 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 
-import bench
+import clients
+import servers
+from bench import chat_targets
 
 BURST = 50
 PAUSE_S = 0.03  # between bursts: the previous one's streams have ended, their sockets closed
@@ -46,18 +49,18 @@ class Entry:
     label: str
     port: int
     raw: bytes
-    server: bench.Server
+    server: servers.Server
     pids: list[int] = field(default_factory=list)  # whose CPU time the server's bursts are charged
     medians: list[float] = field(default_factory=list)
     cpu_seconds: float = 0.0
 
 
 async def burst(entry: Entry) -> None:
-    cpu_before = bench.cpu_seconds(entry.pids)
+    cpu_before = servers.cpu_seconds(entry.pids)
     results = await asyncio.wait_for(
-        asyncio.gather(*(bench.one_stream(entry.port, entry.raw) for _ in range(BURST))), 60
+        asyncio.gather(*(clients.one_stream(entry.port, entry.raw) for _ in range(BURST))), 60
     )
-    entry.cpu_seconds += bench.cpu_seconds(entry.pids) - cpu_before
+    entry.cpu_seconds += servers.cpu_seconds(entry.pids) - cpu_before
     firsts = [r.first * 1000 for r in results if r.done and r.first is not None]
     if len(firsts) < BURST:
         raise RuntimeError(f"{entry.label}: {BURST - len(firsts)} of {BURST} streams failed")
@@ -97,8 +100,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ref", action="append", default=[], help="a gateway as of this commit (repeatable)")
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VAL[,KEY=VAL]",
                         help="a working-tree gateway with these extra environment variables (repeatable)")  # fmt: skip
-    parser.add_argument("--relay", action="store_true", help="also through scripts/tcp_relay.py")
-    parser.add_argument("--sanic-relay", action="store_true", help="also through scripts/sanic_relay.py")
+    parser.add_argument("--relay", action="store_true", help="also through bench/tcp_relay.py")
+    parser.add_argument("--sanic-relay", action="store_true", help="also through bench/sanic_relay.py")
     parser.add_argument("--path", default="/v1/chat/completions", choices=["/v1/chat/completions", "/api/chat/stream"])
     args = parser.parse_args()
     if args.pairs < 2:
@@ -111,39 +114,39 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    target = next(t for t in bench.chat_targets(stream=True, chunks=64, chunk_interval=0.01) if t.path == args.path)
-    servers: list[bench.Server] = []
+    target = next(t for t in chat_targets(stream=True, chunks=64, chunk_interval=0.01) if t.path == args.path)
+    servers: list[servers.Server] = []
     folders: list[str] = []
     succeeded = False
     try:
-        fake = bench.start_fake()
+        fake = servers.start_fake()
         servers.append(fake)
-        direct = bench.raw_request("POST", target.direct_path, fake.port, target.direct_body)
+        direct = clients.raw_request("POST", target.direct_path, fake.port, target.direct_body)
         entries = [Entry("direct (fake)", fake.port, direct, fake)]
-        gateways: list[tuple[str, str, list[str]]] = [("gateway (working tree)", str(bench.ROOT), [])]
+        gateways: list[tuple[str, str, list[str]]] = [("gateway (working tree)", str(servers.ROOT), [])]
         for ref in args.ref:
-            folder, commit = bench.export_gateway(ref)
+            folder, commit = servers.export_gateway(ref)
             folders.append(folder)
             gateways.append((f"gateway {commit[:10]}", folder, []))
-        gateways += [(f"gateway + {variant}", str(bench.ROOT), variant.split(",")) for variant in args.variant]
+        gateways += [(f"gateway + {variant}", str(servers.ROOT), variant.split(",")) for variant in args.variant]
         for label, code, env in gateways:
             options = SimpleNamespace(code=code, workers=2, quiet_logs=False, gateway_env=env)
-            gateway = bench.start_gateway(fake, options)  # type: ignore[arg-type]
+            gateway = servers.start_gateway(fake, options)  # type: ignore[arg-type]
             servers.append(gateway)
             folders.append(options.cwd)
-            raw = bench.raw_request("POST", target.path, gateway.port, target.body)
+            raw = clients.raw_request("POST", target.path, gateway.port, target.body)
             entries.append(Entry(label, gateway.port, raw, gateway))
         relays = [("tcp_relay.py", ["--processes", "2"])] if args.relay else []
         relays += [("sanic_relay.py", ["--workers", "2"])] if args.sanic_relay else []
         for script, options in relays:  # both take the fake's own request, on /v1
-            port = bench.free_port()
-            argv = [sys.executable, str(bench.ROOT / "scripts" / script), "--port", str(port),
+            port = servers.free_port()
+            argv = [sys.executable, str(Path(__file__).resolve().with_name(script)), "--port", str(port),
                     "--upstream-port", str(fake.port), *options]  # fmt: skip
-            relay = bench.Server(script, argv, {}, str(bench.ROOT))
+            relay = servers.Server(script, argv, {}, str(servers.ROOT))
             relay.port = port
             servers.append(relay)
             relay.wait_ready("/health")
-            raw = bench.raw_request("POST", target.direct_path, port, target.direct_body)
+            raw = clients.raw_request("POST", target.direct_path, port, target.direct_body)
             entries.append(Entry(script, port, raw, relay))
         started = time.monotonic()
         asyncio.run(rounds(entries, args.pairs))

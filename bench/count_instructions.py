@@ -3,7 +3,7 @@ The CPU instructions one gateway worker spends per stream, counted (not timed) b
 callgrind: the same count for the same code whatever else the machine is doing, so versions of
 the code compare to a fraction of a percent on a VM whose timings swing by a third.
 
-    .venv/bin/python scripts/count_instructions.py [--ref COMMIT ...] [--streams 200] [--chunks 1]
+    .venv/bin/python bench/count_instructions.py [--ref COMMIT ...] [--streams 200] [--chunks 1]
         [--path /v1/chat/completions|/api/chat/stream]
 
 For the working tree and each `--ref` (that commit's gateway/), in turn: the fake vLLM server
@@ -28,7 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import bench
+import clients
+import servers
+from bench import chat_targets
 
 BURST = 10
 WARM_UP = 60
@@ -42,24 +44,24 @@ LAUNCHER = (
 
 async def streams(port: int, raw: bytes, count: int) -> None:
     for _ in range(count // BURST):
-        results = await asyncio.wait_for(asyncio.gather(*(bench.one_stream(port, raw) for _ in range(BURST))), 120)
+        results = await asyncio.wait_for(asyncio.gather(*(clients.one_stream(port, raw) for _ in range(BURST))), 120)
         if not all(result.done for result in results):
             raise RuntimeError("a stream did not end with [DONE]")
 
 
-def count(code: str, fake: bench.Server, args: argparse.Namespace) -> int:
+def count(code: str, fake: servers.Server, args: argparse.Namespace) -> int:
     """User-space instructions of the gateway's worker over `args.streams` streams."""
-    target = next(t for t in bench.chat_targets(stream=True, chunks=args.chunks) if t.path == args.path)
-    port, folder = bench.free_port(), tempfile.mkdtemp(prefix="count-instructions-")
-    env = {**bench.gateway_env(code, port, fake, workers=1), "PIN_WORKERS": "0"}
+    target = next(t for t in chat_targets(stream=True, chunks=args.chunks) if t.path == args.path)
+    port, folder = servers.free_port(), tempfile.mkdtemp(prefix="count-instructions-")
+    env = {**servers.gateway_env(code, port, fake, workers=1), "PIN_WORKERS": "0"}
     argv = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={folder}/cg.%p",
             sys.executable, "-c", LAUNCHER]  # fmt: skip
-    gateway = bench.Server("gateway-callgrind", argv, env, folder)
+    gateway = servers.Server("gateway-callgrind", argv, env, folder)
     gateway.port = port
     try:
         gateway.wait_ready("/health", timeout=600)
-        worker = str(bench.get_json(port, "/api/routes")["worker"])
-        raw = bench.raw_request("POST", target.path, port, target.body)
+        worker = str(servers.get_json(port, "/api/routes")["worker"])
+        raw = clients.raw_request("POST", target.path, port, target.body)
         asyncio.run(streams(port, raw, WARM_UP))
         subprocess.run(["callgrind_control", "--zero", worker], check=True, capture_output=True, timeout=60)
         asyncio.run(streams(port, raw, args.streams))
@@ -89,13 +91,13 @@ def main() -> None:
         parser.error(f"--streams must be {BURST} or more")
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is needed (Debian: apt-get install valgrind)")
-    versions = [("working tree", str(bench.ROOT))]
+    versions = [("working tree", str(servers.ROOT))]
     folders = []
     for ref in args.ref:
-        folder, commit = bench.export_gateway(ref)
+        folder, commit = servers.export_gateway(ref)
         folders.append(folder)
         versions.append((commit[:10], folder))
-    fake = bench.start_fake()
+    fake = servers.start_fake()
     try:
         rows = [(label, count(code, fake, args)) for label, code in versions]
     finally:

@@ -1,10 +1,10 @@
 """
 The cheapest relay there is in Python: bytes copied between a client and the upstream as they
-come, no HTTP. `scripts/burst_pairs.py --relay` measures it beside the gateway, as the machine's
+come, no HTTP. `bench/burst_pairs.py --relay` measures it beside the gateway, as the machine's
 floor: what any Python relay on uvloop pays for the extra hop (a socket pair, two more wake-ups
 per message), before it does any work of its own.
 
-    .venv/bin/python scripts/tcp_relay.py --port 5060 --upstream-port 8000 [--processes 2]
+    .venv/bin/python bench/tcp_relay.py --port 5060 --upstream-port 8000 [--processes 2]
 
 Each process listens on its own socket (SO_REUSEPORT) and is pinned to a CPU, as the gateway's
 workers are by default; each client connection gets an upstream connection of its own.

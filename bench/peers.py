@@ -1,8 +1,8 @@
 """
 This gateway beside its peers, vLLM's router and LiteLLM's proxy, each in front of the same fake
-vLLM server (scripts/fake_vllm.py), measured with scripts/bench.py's own clients and noise accounting.
+vLLM server (scripts/fake_vllm.py), measured with bench/bench.py's own clients and noise accounting.
 
-    .venv/bin/python scripts/peers.py [--quick] [--peers gateway,vllm-router,litellm] [--rounds 2]
+    .venv/bin/python bench/peers.py [--quick] [--peers gateway,vllm-router,litellm] [--rounds 2]
         [--scenarios latency,throughput,stream,idle] [--wait-quiet SECONDS] [--json FILE] [--venvs DIR]
 
 The peers run in turn, `--rounds` times over (gateway, vllm-router, litellm, gateway, ...), each run
@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import bench
+import servers
 
 ROOT = bench.ROOT
 HOST = bench.HOST
@@ -120,10 +121,10 @@ def start_gateway(fake: bench.Server, args: argparse.Namespace, folder: str) -> 
 
 
 def start_router(fake: bench.Server, args: argparse.Namespace, folder: str) -> bench.Server:
-    port = bench.free_port()
+    port = servers.free_port()
     argv = [str(args.commands["vllm-router"]), "--host", HOST, "--port", str(port),
             "--worker-urls", f"http://{HOST}:{fake.port}", "--policy", "round_robin",
-            "--prometheus-port", str(bench.free_port())]  # fmt: skip
+            "--prometheus-port", str(servers.free_port())]  # fmt: skip
     server = bench.Server("vllm-router", argv, base_env(), folder)
     server.port = port
     server.wait_ready("/health", timeout=60)
@@ -141,7 +142,7 @@ def litellm_config(fake: bench.Server) -> str:
 
 
 def start_litellm(fake: bench.Server, args: argparse.Namespace, folder: str) -> bench.Server:
-    port, config = bench.free_port(), Path(folder) / "config.yaml"
+    port, config = servers.free_port(), Path(folder) / "config.yaml"
     config.write_text(litellm_config(fake) + "\n")
     argv = [str(args.commands["litellm"]), "--config", str(config), "--host", HOST, "--port", str(port),
             "--num_workers", str(LITELLM_WORKERS)]  # fmt: skip
@@ -162,7 +163,7 @@ def warm(server: bench.Server, count: int = 20) -> None:
     body = bench.chat_targets(stream=False)[0].body
     request = urllib.request.Request(f"http://{HOST}:{server.port}{PATH}", body, {"Content-Type": "application/json"})
     for _ in range(count):
-        with bench._opener.open(request, timeout=30) as response:
+        with servers._opener.open(request, timeout=30) as response:
             response.read()
     time.sleep(1.0)
 
@@ -173,11 +174,11 @@ STARTERS: dict[str, Callable[[bench.Server, argparse.Namespace, str], bench.Serv
 
 def fake_config(fake: bench.Server, knobs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The fake's global knobs: merged with `knobs` when given; the config before returned."""
-    before = bench.get_json(fake.port, "/_fake/config")
+    before = servers.get_json(fake.port, "/_fake/config")
     if knobs is not None:
         request = urllib.request.Request(f"http://{HOST}:{fake.port}/_fake/config", bench.dump(knobs),
                                          {"Content-Type": "application/json"})  # fmt: skip
-        with bench._opener.open(request, timeout=5) as response:
+        with servers._opener.open(request, timeout=5) as response:
             response.read()
     return before  # type: ignore[no-any-return]
 

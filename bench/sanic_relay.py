@@ -1,8 +1,8 @@
 """
 The cheapest SSE relay on Sanic: what Sanic's own request path costs, with nothing of the
-gateway's on top. `scripts/burst_pairs.py --sanic-relay` measures it beside the gateway.
+gateway's on top. `bench/burst_pairs.py --sanic-relay` measures it beside the gateway.
 
-    .venv/bin/python scripts/sanic_relay.py --port 5061 --upstream-port 8000 [--workers 2]
+    .venv/bin/python bench/sanic_relay.py --port 5061 --upstream-port 8000 [--workers 2]
 
 It serves as the gateway does (its listening socket per worker, workers pinned to CPUs, Sanic's
 config read without exceptions, the start-up heap frozen, gateway/upstream/transport.py upstream) and
