@@ -21,6 +21,9 @@ The peers, all on 127.0.0.1 with free ports, their other settings left at their 
                "fake"), `litellm_settings: {telemetry: false}`, no database, and no master key
                (`general_settings: {dangerously_permit_weak_or_unset_master_key: true}`), so that
                every peer gets the same requests, without an Authorization header.
+  relay-CLIENT bench/sanic_relay.py --workers 2 --client CLIENT, CLIENT among fast, httpx, aiohttp and
+               httpx-aiohttp: Sanic's request path with nothing of the gateway's on top, to compare
+               upstream clients with nothing else changed (not run unless named in --peers).
 
 Each peer is installed in a venv of its own under --venvs (default ~/.cache/gateway-peers), never in
 the project's: on first run this script makes the missing ones with exactly
@@ -31,7 +34,14 @@ the project's: on first run this script makes the missing ones with exactly
     ~/.cache/gateway-peers/litellm/bin/pip install 'litellm[proxy]==1.106.12'
 
 (litellm 1.106.12: later releases' [proxy] extra pins litellm-proxy, litellm-proxy-extras or
-litellm-enterprise versions that the package index used here did not have.)
+litellm-enterprise versions that the package index used here did not have.) The relays run on the
+project's venv; aiohttp and httpx-aiohttp go to a folder put on their PYTHONPATH, made with
+
+    .venv/bin/pip install --target ~/.cache/gateway-peers/aiohttp-lib 'aiohttp==3.14.5'
+    .venv/bin/pip install --no-deps --target ~/.cache/gateway-peers/aiohttp-lib 'httpx-aiohttp==0.2.0'
+
+and then rid of the copies of multidict, idna and typing_extensions that the venv has already
+(aiohttp's newest multidict is one Sanic refuses).
 
 Scenarios as in bench.py: latency (1 connection: p50/p99 and the proxy's CPU per request),
 throughput (wrk -t2 -c64, or bench.py's asyncio client without wrk: requests/s, p99, CPU ms per
@@ -46,6 +56,7 @@ two rounds, takes about 10 minutes; --quick about 5.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -68,6 +79,10 @@ ROOT = bench.ROOT
 HOST = bench.HOST
 PATH = "/v1/chat/completions"
 PEERS = ("gateway", "vllm-router", "litellm")
+RELAYS = tuple(f"relay-{client}" for client in ("fast", "httpx", "aiohttp", "httpx-aiohttp"))
+AIOHTTP_LIB = "aiohttp-lib"
+AIOHTTP_REQUIREMENTS = ("aiohttp==3.14.5", "httpx-aiohttp==0.2.0")
+AIOHTTP_SHADOWS = ("multidict", "idna", "typing_extensions")  # the venv's own copies serve
 SCENARIOS = ("latency", "throughput", "stream", "idle")
 VENVS = Path.home() / ".cache" / "gateway-peers"
 # name -> (pip requirement, the command the venv provides, the distribution whose version is printed)
@@ -98,9 +113,34 @@ def ensure_venv(name: str, venvs: Path) -> Path:
     return command
 
 
+def ensure_aiohttp_lib(venvs: Path) -> Path:
+    """The folder of aiohttp and httpx-aiohttp for the relays, made first when it is missing."""
+    folder = venvs / AIOHTTP_LIB
+    if (folder / "httpx_aiohttp").is_dir():
+        return folder
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(folder)]
+    for argv in (pip + [AIOHTTP_REQUIREMENTS[0]], pip + ["--no-deps", AIOHTTP_REQUIREMENTS[1]]):
+        print("setting up:", " ".join(argv), flush=True)
+        if subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=900, check=False).returncode != 0:
+            sys.exit(f"could not install {' '.join(AIOHTTP_REQUIREMENTS)} into {folder}")
+    for entry in folder.iterdir():
+        if entry.name.split("-")[0].split(".")[0] in AIOHTTP_SHADOWS:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    return folder
+
+
 def version(name: str, venvs: Path) -> str:
     if name == "gateway":
         return bench.machine(None)["commit"][:12]
+    if name in RELAYS:
+        client = name.removeprefix("relay-")
+        code = "import importlib.metadata as m; print(m.version('sanic'), m.version('httpx'), end=' ')"
+        if client in ("aiohttp", "httpx-aiohttp"):
+            code += "; print(m.version('aiohttp'), m.version('httpx-aiohttp'), end='')"
+        env = {**os.environ, "PYTHONPATH": str(venvs / AIOHTTP_LIB)}
+        found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        labels = ("sanic", "httpx", "aiohttp", "httpx-aiohttp")
+        return " ".join(f"{label} {v}" for label, v in zip(labels, found.stdout.split(), strict=False))
     code = f"import importlib.metadata as m; print(m.version({PACKAGES[name][2]!r}))"
     python = venvs / name / "bin" / "python"
     return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
@@ -126,6 +166,18 @@ def start_router(fake: bench.Server, args: argparse.Namespace, folder: str) -> b
             "--worker-urls", f"http://{HOST}:{fake.port}", "--policy", "round_robin",
             "--prometheus-port", str(servers.free_port())]  # fmt: skip
     server = bench.Server("vllm-router", argv, base_env(), folder)
+    server.port = port
+    server.wait_ready("/health", timeout=60)
+    warm(server)
+    return server
+
+
+def start_relay(fake: bench.Server, args: argparse.Namespace, folder: str, client: str) -> bench.Server:
+    port = servers.free_port()
+    argv = [sys.executable, str(Path(__file__).resolve().with_name("sanic_relay.py")), "--port", str(port),
+            "--upstream-port", str(fake.port), "--workers", "2", "--client", client]  # fmt: skip
+    env = {**base_env(), "PYTHONPATH": str(args.venvs / AIOHTTP_LIB)}
+    server = bench.Server(f"relay-{client}", argv, env, folder)
     server.port = port
     server.wait_ready("/health", timeout=60)
     warm(server)
@@ -169,7 +221,8 @@ def warm(server: bench.Server, count: int = 20) -> None:
 
 
 STARTERS: dict[str, Callable[[bench.Server, argparse.Namespace, str], bench.Server]] = {
-    "gateway": start_gateway, "vllm-router": start_router, "litellm": start_litellm}  # fmt: skip
+    "gateway": start_gateway, "vllm-router": start_router, "litellm": start_litellm,
+    **{name: functools.partial(start_relay, client=name.removeprefix("relay-")) for name in RELAYS}}  # fmt: skip
 
 
 def fake_config(fake: bench.Server, knobs: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -362,7 +415,7 @@ def table(runs: list[tuple[str, dict[str, Any]]], peers: list[str]) -> str:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short runs (as bench.py --quick)")
-    parser.add_argument("--peers", default=",".join(PEERS), help=f"among {','.join(PEERS)}, run in this order")
+    parser.add_argument("--peers", default=",".join(PEERS), help=f"among {','.join(PEERS + RELAYS)}, in this order")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each peer, interleaved (default 2)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"among {','.join(SCENARIOS)}")
     parser.add_argument("--wait-quiet", metavar="SECONDS", type=float, default=0.0,
@@ -373,7 +426,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     args.peers = [name.strip() for name in args.peers.split(",") if name.strip()]
     args.scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
-    if bad := (set(args.peers) - set(PEERS)) | (set(args.scenarios) - set(SCENARIOS)):
+    if bad := (set(args.peers) - set(PEERS + RELAYS)) | (set(args.scenarios) - set(SCENARIOS)):
         parser.error(f"unknown peers or scenarios: {sorted(bad)}")
     args.wrk = shutil.which("wrk") is not None
     args.load = "wrk" if args.wrk else "asyncio client (no wrk on PATH: apt-get install wrk)"
@@ -386,6 +439,8 @@ def main() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # idle streams: thousands of sockets here
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     args.commands = {name: ensure_venv(name, args.venvs) for name in args.peers if name in PACKAGES}
+    if {"relay-aiohttp", "relay-httpx-aiohttp"} & set(args.peers):
+        ensure_aiohttp_lib(args.venvs)
     versions = {name: version(name, args.venvs) for name in args.peers}
     info = bench.machine(None)
     print(f"machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}, load {' '.join(info['loadavg'])}")

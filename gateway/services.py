@@ -26,6 +26,7 @@ from gateway.routing.router import Router
 from gateway.settings import Settings
 from gateway.shared import ejections
 from gateway.shared.redis_store import RedisStore, connect_redis
+from gateway.upstream.base import Transport
 from gateway.upstream.client import Upstream
 
 __all__ = ["Services"]
@@ -54,7 +55,7 @@ class Services:
         *,
         shared_ctx: Any,
         local_limiter: LocalLimiter | None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transport | httpx.AsyncBaseTransport | None = None,
     ) -> Services:
         """`shared_ctx`: Sanic's, holding the main process's tables (empty in a single process)."""
         upstream = Upstream(settings, transport=transport)

@@ -22,7 +22,6 @@ from gateway.routing.router import Router
 from gateway.settings import Settings
 from gateway.upstream.client import Upstream
 from gateway.upstream.sse import StreamRelay
-from gateway.upstream.transport import content_type_of
 
 __all__ = ["Proxy"]
 
@@ -69,14 +68,14 @@ class Proxy:
             raise
         finally:
             dispatch.release()
-        status = request.ctx.upstream_status = upstream.status_code
+        status = request.ctx.upstream_status = upstream.status
         model_label = (request.ctx.model or "") if status < 400 else ""
         metrics.upstream_duration_for(route.key, model_label).observe(time.perf_counter() - started)
         if status == 200:
             metrics.count_tokens(route.key, model_label, upstream.content)
         elif status >= 500:
             metrics.count_upstream_error(route.key, status)
-        return Response(upstream.content, status=status, content_type=content_type_of(upstream) or "application/json")
+        return Response(upstream.content, status=status, content_type=upstream.content_type or "application/json")
 
     async def stream(
         self, request: Request, endpoint: str, body: bytes, *, model_key: str | None, model: str | None

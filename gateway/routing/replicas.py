@@ -44,6 +44,7 @@ from gateway.errors import GatewayError, UpstreamUnavailable
 from gateway.observability.metrics import metrics
 from gateway.shared.ejections import EJECTIONS, HELD_UNTIL, RETURNED_AT, local_cells
 from gateway.upstream.client import Upstream, close_response, map_transport_error
+from gateway.upstream.response import UpstreamResponse
 
 __all__ = ["RETRYABLE_STATUSES", "Dispatch", "Replica", "Route"]
 
@@ -221,18 +222,18 @@ class Dispatch:
         self.replica: Replica | None = None  # the replica holding this request's lease
         self.retries = 0
 
-    async def post(self, endpoint: str, body: bytes, request_id: str) -> httpx.Response:
+    async def post(self, endpoint: str, body: bytes, request_id: str) -> UpstreamResponse:
         """POST `body` to `endpoint` of one replica after another; the whole answer, read."""
         return await self._send(self.upstream.post, endpoint, body, request_id)
 
-    async def open_stream(self, endpoint: str, body: bytes, request_id: str) -> httpx.Response:
+    async def open_stream(self, endpoint: str, body: bytes, request_id: str) -> UpstreamResponse:
         """The same for a stream: the answer as soon as its headers arrived, body unread."""
         return await self._send(self.upstream.open_stream, endpoint, body, request_id)
 
     async def _send(
-        self, method: Callable[[str, bytes, str], Awaitable[httpx.Response]], endpoint: str, body: bytes,
+        self, method: Callable[[str, bytes, str], Awaitable[UpstreamResponse]], endpoint: str, body: bytes,
         request_id: str,
-    ) -> httpx.Response:  # fmt: skip
+    ) -> UpstreamResponse:  # fmt: skip
         """`method` on one replica after another until one gives a usable answer."""
         tried: set[Replica] = set()
         last: GatewayError | None = None
@@ -256,8 +257,8 @@ class Dispatch:
                 continue
             except httpx.HTTPError as exc:  # a timeout after the request went out: no retry
                 raise map_transport_error(exc, self.route.key) from exc
-            if response.status_code in RETRYABLE_STATUSES:
-                self.route.failed(replica, f"HTTP {response.status_code}")
+            if response.status in RETRYABLE_STATUSES:
+                self.route.failed(replica, f"HTTP {response.status}")
                 if len(tried) < self.max_attempts and self.route.choose(tried) is not None:
                     await close_response(response)
                     continue

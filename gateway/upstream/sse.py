@@ -35,7 +35,7 @@ from sanic import HTTPResponse, Request
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, error_body
 from gateway.http.responses import Response
 from gateway.upstream.client import close_after_end, close_response, map_transport_error
-from gateway.upstream.transport import content_type_of
+from gateway.upstream.response import UpstreamResponse
 
 __all__ = ["SSE_HEADERS", "StreamObserver", "StreamRelay"]
 
@@ -96,7 +96,7 @@ class StreamRelay:
         self,
         request: Request,
         route_key: str,
-        opener: Callable[[], Awaitable[httpx.Response]],
+        opener: Callable[[], Awaitable[UpstreamResponse]],
         heartbeat_seconds: float,
         total_timeout_seconds: float | None,
         observer: StreamObserver | None = None,
@@ -136,7 +136,7 @@ class StreamRelay:
 
     async def run(self) -> HTTPResponse | None:
         self._task = asyncio.current_task()
-        upstream: httpx.Response | None = None
+        upstream: UpstreamResponse | None = None
         try:
             async with asyncio.timeout(self._total):
                 # The upstream request goes out from this task, at once: a task of its own would
@@ -149,13 +149,13 @@ class StreamRelay:
                 finally:
                     early_start.cancel()
                 await self._settle_beat()
-                self.upstream_status = upstream.status_code
-                content_type = content_type_of(upstream) or ""
-                if upstream.status_code != 200 or not content_type.startswith("text/event-stream"):
+                self.upstream_status = upstream.status
+                content_type = upstream.content_type or ""
+                if upstream.status != 200 or not content_type.startswith("text/event-stream"):
                     body = await upstream.aread()
                     if not self.started:
-                        return Response(body, status=upstream.status_code, content_type=content_type or None)
-                    await self._finish(upstream_error_event(upstream.status_code, body, self.route_key))
+                        return Response(body, status=upstream.status, content_type=content_type or None)
+                    await self._finish(upstream_error_event(upstream.status, body, self.route_key))
                     return None
                 if not self.started:
                     await self._start()
@@ -262,14 +262,13 @@ class StreamRelay:
         if self.response is not None:
             await self.response.send(tail, end_stream=True)
 
-    async def _relay(self, upstream: httpx.Response) -> bool:
+    async def _relay(self, upstream: UpstreamResponse) -> bool:
         """Forward the events; True once [DONE] went out, with at most the body's end left to read."""
         pending = b""
         previous = b""
         first = True
         try:
-            # The transport's own stream: httpx's aiter_raw() would re-chunk every read.
-            async for chunk in upstream.stream:  # type: ignore[union-attr]
+            async for chunk in upstream:
                 pending += chunk
                 end = _complete_events(pending)
                 if not end:

@@ -11,9 +11,10 @@ from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.routing.replicas import Dispatch, Route
 from gateway.settings_loader import load_settings
 from gateway.upstream.client import Upstream
+from gateway.upstream.response import UpstreamResponse
 
 URLS = ("http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1", "http://127.0.0.1:3/v1")
-Call = Callable[[str], Awaitable[httpx.Response]]
+Call = Callable[[str], Awaitable[UpstreamResponse]]
 
 
 class FakeUpstream(Upstream):
@@ -24,7 +25,7 @@ class FakeUpstream(Upstream):
         self.call = call
         self.request_ids: list[str] = []
 
-    async def post(self, url: str, body: bytes, request_id: str) -> httpx.Response:
+    async def post(self, url: str, body: bytes, request_id: str) -> UpstreamResponse:
         self.request_ids.append(request_id)
         return await self.call(url)
 
@@ -83,13 +84,13 @@ async def test_dispatch_fails_over_on_refusal_and_5xx_and_releases_every_lease()
     route = make_route(up=set())
     calls: list[str] = []
 
-    async def call(url: str) -> httpx.Response:
+    async def call(url: str) -> UpstreamResponse:
         calls.append(url)
         if url == URLS[0]:
             raise httpx.ConnectError("refused")
         if url == URLS[1]:
-            return httpx.Response(503)
-        return httpx.Response(200, json={"ok": True})
+            return UpstreamResponse.whole(503, [], b"")
+        return UpstreamResponse.whole(200, [], b'{"ok":true}', content_type="application/json")
 
     dispatch = dispatch_to(route, call, max_attempts=3)
     try:
@@ -97,7 +98,7 @@ async def test_dispatch_fails_over_on_refusal_and_5xx_and_releases_every_lease()
         assert [r.in_flight for r in route.replicas] == [0, 0, 1]
     finally:
         dispatch.release()
-    assert response.status_code == 200 and calls == list(URLS)
+    assert response.status == 200 and calls == list(URLS)
     assert dispatch.retries == 2
     # vLLM refuses a request id it already has: every attempt carries the client's id, made unique.
     request_ids = dispatch.upstream.request_ids  # type: ignore[attr-defined]
@@ -110,10 +111,10 @@ async def test_dispatch_fails_over_on_refusal_and_5xx_and_releases_every_lease()
 async def test_dispatch_gives_up_naming_the_route_with_the_last_failures_status() -> None:
     route = make_route(up=set())
 
-    async def refused(url: str) -> httpx.Response:
+    async def refused(url: str) -> UpstreamResponse:
         raise httpx.ConnectError("refused")
 
-    async def slow(url: str) -> httpx.Response:
+    async def slow(url: str) -> UpstreamResponse:
         raise httpx.ConnectTimeout("slow")
 
     with pytest.raises(UpstreamUnavailable, match="route 'r'.*3 of 3 tried"):
@@ -127,7 +128,7 @@ async def test_read_timeout_is_not_retried() -> None:
     route = make_route()
     calls: list[str] = []
 
-    async def call(url: str) -> httpx.Response:
+    async def call(url: str) -> UpstreamResponse:
         calls.append(url)
         raise httpx.ReadTimeout("slow generation")
 
@@ -141,7 +142,7 @@ async def test_read_timeout_is_not_retried() -> None:
 async def test_a_cancelled_request_releases_its_lease() -> None:
     route = make_route()
 
-    async def hang(url: str) -> httpx.Response:
+    async def hang(url: str) -> UpstreamResponse:
         await asyncio.sleep(10)
         raise AssertionError
 

@@ -1,5 +1,5 @@
 """
-FastTransport against small asyncio servers on 127.0.0.1, through a real `httpx.AsyncClient`.
+FastTransport against small asyncio servers on 127.0.0.1, through the transport seam's `send`.
 Every test runs on the default asyncio loop, and again on uvloop (the gateway's loop) through
 `test_every_scenario_on_uvloop`.
 """
@@ -12,22 +12,19 @@ import inspect
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Self
+from contextlib import asynccontextmanager
+from typing import Any, Self
 
 import httpx
+import orjson
 import pytest
 import uvloop
 
-from gateway.upstream import client as upstream_module
-from gateway.upstream import transport as transport_module
-from gateway.upstream.transport import (
-    READ_HIGH_WATER,
-    STALE_CHECK_AFTER,
-    FastTransport,
-    content_type_of,
-    headers_from_triples,
-    release_if_read,
-)
+from gateway.upstream.base import RequestBody, Target, Timeouts
+from gateway.upstream.connection import READ_HIGH_WATER
+from gateway.upstream.httpx_transport import HttpxTransport
+from gateway.upstream.response import UpstreamResponse
+from gateway.upstream.transport import STALE_CHECK_AFTER, FastTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 BOUND = 5.0  # seconds: no wait of these tests may last longer
@@ -121,9 +118,56 @@ async def echo_json(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
         await writer.drain()
 
 
-def client(transport: FastTransport | None = None, **timeouts: float) -> httpx.AsyncClient:
-    timeout = httpx.Timeout(**{"connect": 2.0, "read": 2.0, "write": 2.0, "pool": 2.0, **timeouts})
-    return httpx.AsyncClient(transport=transport or FastTransport(), timeout=timeout, trust_env=False)
+class Client:
+    """What the tests send through: a transport, its timeouts, and whole or streamed answers."""
+
+    def __init__(self, transport: FastTransport, timeouts: Timeouts) -> None:
+        self.transport = transport
+        self.timeouts = timeouts
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.transport.aclose()
+
+    async def open(
+        self, method: str, url: str, content: RequestBody = None, headers: dict[str, str] | None = None
+    ) -> UpstreamResponse:
+        """The response once its head arrived, body unread."""
+        pairs = [(name.encode(), value.encode()) for name, value in (headers or {}).items()]
+        return await self.transport.send(method, Target.parse(url), pairs, content, self.timeouts)
+
+    async def request(self, method: str, url: str, content: RequestBody = None, **kwargs: Any) -> UpstreamResponse:
+        """The response, read whole."""
+        response = await self.open(method, url, content, **kwargs)
+        await response.aread()
+        return response
+
+    async def post(self, url: str, content: RequestBody = None, **kwargs: Any) -> UpstreamResponse:
+        return await self.request("POST", url, content, **kwargs)
+
+    async def get(self, url: str) -> UpstreamResponse:
+        return await self.request("GET", url)
+
+    async def head(self, url: str) -> UpstreamResponse:
+        return await self.request("HEAD", url)
+
+    @asynccontextmanager
+    async def stream(self, method: str, url: str, content: RequestBody = None) -> AsyncIterator[UpstreamResponse]:
+        response = await self.open(method, url, content)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+
+def client(transport: FastTransport | None = None, **timeouts: float) -> Client:
+    return Client(transport or FastTransport(), Timeouts(**{"connect": 2.0, "read": 2.0, "write": 2.0, **timeouts}))
+
+
+def loads(response: UpstreamResponse) -> Any:
+    return orjson.loads(response.content)
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = BOUND) -> None:
@@ -139,28 +183,27 @@ async def test_a_json_post_round_trip() -> None:
             content=b'{"model":"m"}',
             headers={"content-type": "application/json", "x-request-id": "r1"},
         )
-        assert response.status_code == 200
-        assert response.reason_phrase == "OK"
-        assert response.http_version == "HTTP/1.1"
-        assert response.headers["content-type"] == "application/json"
-        assert response.json() == {
+        assert response.status == 200
+        assert response.reason == b"OK"
+        assert response.content_type == response.header("Content-Type") == "application/json"
+        assert loads(response) == {
             "line": "POST /v1/chat/completions?x=1 HTTP/1.1",
             "body": {"model": "m"},
             "rid": "r1",
         }
         got = await http.get(f"{server.url}/v1/models")
-        assert got.json()["line"] == "GET /v1/models HTTP/1.1"
+        assert loads(got)["line"] == "GET /v1/models HTTP/1.1"
 
 
 async def test_a_body_that_came_with_its_head_is_read_and_its_connection_free_at_once() -> None:
     async with Server(echo_json) as server, client() as http:
-        first = await http.send(http.build_request("POST", f"{server.url}/a", content=b"1"), stream=True)
-        second = await http.send(http.build_request("POST", f"{server.url}/b", content=b"2"), stream=True)
+        first = await http.open("POST", f"{server.url}/a", b"1")
+        second = await http.open("POST", f"{server.url}/b", b"2")
         assert (await first.aread(), await second.aread()) == (
             b'{"line":"POST /a HTTP/1.1","body":1,"rid":""}',
             b'{"line":"POST /b HTTP/1.1","body":2,"rid":""}',
         )
-        assert [chunk async for chunk in first.aiter_bytes()] == [first.content]
+        assert [chunk async for chunk in first] == []  # a body is read once
         await first.aclose()
         await second.aclose()
     assert server.connections == 1
@@ -176,17 +219,10 @@ async def test_a_compressed_body_is_decoded() -> None:
         await reader.read()
 
     async with Server(handler) as server, client() as http:
-        assert (await http.post(f"{server.url}/p", content=b"{}")).json() == {"packed": True}
+        assert loads(await http.post(f"{server.url}/p", content=b"{}")) == {"packed": True}
 
 
-def test_the_installed_httpx_takes_the_fast_paths() -> None:
-    # Each is checked at import against httpx's public constructors; another httpx would fall
-    # back to those silently, and cost the CPU these paths save.
-    assert transport_module._FAST_HEADERS and transport_module._PRELOAD_WORKS
-    assert upstream_module._build_post is upstream_module._fast_post
-
-
-async def test_the_request_head_is_sent_as_httpx_built_it() -> None:
+async def test_the_request_head_carries_host_the_given_headers_and_the_body_length() -> None:
     seen: list[dict[bytes, bytes]] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -222,10 +258,9 @@ async def test_a_chunked_sse_body_arrives_as_it_is_sent() -> None:
 
     async with Server(handler) as server, client() as http:
         async with asyncio.timeout(BOUND):
-            request = http.build_request("POST", f"{server.url}/v1/chat/completions", content=b"{}")
-            response = await http.send(request, stream=True)
+            response = await http.open("POST", f"{server.url}/v1/chat/completions", b"{}")
             received: list[bytes] = []
-            async for data in response.aiter_raw():
+            async for data in response:
                 if not received:
                     first_at = time.monotonic()
                     first_seen.set()
@@ -240,10 +275,10 @@ async def test_sequential_requests_reuse_one_connection() -> None:
     async with Server(echo_json) as server, client() as http:
         for i in range(10):
             response = await http.post(f"{server.url}/p", content=b"%d" % i)
-            assert response.json()["body"] == i
+            assert loads(response)["body"] == i
         # a streamed response read to its end returns its connection too
         async with http.stream("POST", f"{server.url}/s", content=b"1") as response:
-            assert b"".join([data async for data in response.aiter_raw()])
+            assert b"".join([data async for data in response])
         await http.post(f"{server.url}/p", content=b"1")
     assert server.connections == 1
 
@@ -266,24 +301,23 @@ async def test_a_stream_whose_end_came_with_its_last_event_is_released_without_r
     transport = FastTransport()
     async with Server(handler) as server, client(transport) as http:
         async with asyncio.timeout(BOUND):
-            first = await transport.handle_async_request(httpx.Request("POST", f"{server.url}/s", content=b"{}"))
-            assert await anext(aiter(first.stream)) == b"data: [DONE]\n\n"  # type: ignore[call-overload]
-            assert release_if_read(first) and first.is_closed
-            second = await transport.handle_async_request(httpx.Request("POST", f"{server.url}/s", content=b"{}"))
-            assert await anext(aiter(second.stream)) == b"data: [DONE]\n\n"  # type: ignore[call-overload]
-            assert not release_if_read(second)  # its end is still to come: the connection is busy
+            first = await http.open("POST", f"{server.url}/s", b"{}")
+            assert await anext(aiter(first)) == b"data: [DONE]\n\n"
+            assert first.release_if_read() and first.is_closed
+            second = await http.open("POST", f"{server.url}/s", b"{}")
+            assert await anext(aiter(second)) == b"data: [DONE]\n\n"
+            assert not second.release_if_read()  # its end is still to come: the connection is busy
             release_now.set()
-            assert [data async for data in second.stream] == []  # type: ignore[union-attr]
-            assert (await http.post(f"{server.url}/p", content=b"3")).json()["body"] == 3
+            assert [data async for data in second] == []
+            assert loads(await http.post(f"{server.url}/p", content=b"3"))["body"] == 3
     assert server.connections == 1
 
 
 async def test_a_response_read_with_its_head_holds_nothing_to_release() -> None:
-    transport = FastTransport()
-    async with Server(echo_json) as server:
-        response = await transport.handle_async_request(httpx.Request("POST", f"{server.url}/p", content=b"1"))
-        assert release_if_read(response)
-        await transport.aclose()
+    async with Server(echo_json) as server, client() as http:
+        response = await http.open("POST", f"{server.url}/p", b"1")
+        assert response.release_if_read() and response.is_closed
+        assert loads(response) == {"line": "POST /p HTTP/1.1", "body": 1, "rid": ""}
 
 
 async def test_the_most_recently_used_idle_connection_is_reused_first() -> None:
@@ -308,10 +342,10 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None
     async with Server(answer_once) as server:
         transport = FastTransport()
         async with client(transport) as http:
-            assert (await http.post(f"{server.url}/p", content=b"{}")).json() == {"ok": True}
+            assert loads(await http.post(f"{server.url}/p", content=b"{}")) == {"ok": True}
             await wait_until(lambda: server.open == 0)
             await wait_until(lambda: not transport._conns)
-            assert (await http.post(f"{server.url}/p", content=b"{}")).json() == {"ok": True}
+            assert loads(await http.post(f"{server.url}/p", content=b"{}")) == {"ok": True}
     assert server.connections == 2
 
 
@@ -325,12 +359,12 @@ async def test_a_connection_closed_just_before_its_reuse_is_not_reused() -> None
     async with Server(answer_once) as server:
         transport = FastTransport()
         async with client(transport) as http:
-            assert (await http.post(f"{server.url}/p", content=b"{}")).json() == {"ok": True}
+            assert loads(await http.post(f"{server.url}/p", content=b"{}")) == {"ok": True}
             time.sleep(0.05)  # noqa: ASYNC251 - blocks the loop on purpose: the EOF arrives unseen
             for idle in transport._idle.values():
                 for conn in idle:
                     conn.idle_since -= STALE_CHECK_AFTER
-            assert (await http.post(f"{server.url}/p", content=b"{}")).json() == {"ok": True}
+            assert loads(await http.post(f"{server.url}/p", content=b"{}")) == {"ok": True}
     assert server.connections == 2
 
 
@@ -345,7 +379,7 @@ async def test_connection_close_responses_are_not_kept() -> None:
         transport = FastTransport()
         async with client(transport) as http:
             for _ in range(3):
-                assert (await http.post(f"{server.url}/p", content=b"{}")).status_code == 200
+                assert (await http.post(f"{server.url}/p", content=b"{}")).status == 200
             assert not any(transport._idle.values())
     assert server.connections == 3
 
@@ -438,7 +472,7 @@ async def test_a_stall_between_two_chunks_is_a_read_timeout() -> None:
         async with asyncio.timeout(BOUND):
             async with http.stream("POST", f"{server.url}/p", content=b"{}") as response:
                 with pytest.raises(httpx.ReadTimeout):
-                    async for _ in response.aiter_raw():
+                    async for _ in response:
                         pass
             await wait_until(lambda: server.open == 0)
 
@@ -460,7 +494,7 @@ async def test_a_stream_longer_than_the_read_timeout_lives_while_chunks_keep_com
         asyncio.timeout(BOUND),
         http.stream("POST", f"{server.url}/p", content=b"{}") as response,
     ):
-        body = b"".join([part async for part in response.aiter_raw()])
+        body = b"".join([part async for part in response])
     assert body == b"".join(b"data: %d\n\n" % number for number in range(8))
 
 
@@ -475,7 +509,7 @@ async def test_a_chunked_body_cut_short_is_a_remote_protocol_error() -> None:
             async with http.stream("POST", f"{server.url}/p", content=b"{}") as response:
                 received: list[bytes] = []
                 with pytest.raises(httpx.RemoteProtocolError):
-                    async for data in response.aiter_raw():
+                    async for data in response:
                         received.append(data)
                 assert received == [b"data: one\n\n"]
             with pytest.raises(httpx.RemoteProtocolError):
@@ -517,7 +551,7 @@ async def test_a_reset_is_a_read_error() -> None:
         async with asyncio.timeout(BOUND):
             async with http.stream("POST", f"{server.url}/p", content=b"{}") as response:
                 with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
-                    async for _ in response.aiter_raw():
+                    async for _ in response:
                         pass
 
 
@@ -561,10 +595,10 @@ async def test_response_headers_keep_their_case_order_and_repeats() -> None:
 
     async with Server(handler) as server, client() as http:
         response = await http.post(f"{server.url}/p", content=b"{}")
-    assert response.headers.get_list("x-dup") == ["1", "2"]
-    assert response.headers.raw[-3:] == [(b"X-Dup", b"1"), (b"x-dup", b"2"), (b"X-Other", b"caf\xc3\xa9")]
-    assert response.headers["x-other"] == "café"
-    assert response.headers["Content-Length"] == "2"
+    assert response.headers[-3:] == [(b"X-Dup", b"1"), (b"x-dup", b"2"), (b"X-Other", b"caf\xc3\xa9")]
+    assert response.header("X-DUP") == "1"
+    assert response.header("Content-Length") == "2"
+    assert response.header("x-missing") is None
 
 
 async def test_a_head_response_has_no_body() -> None:
@@ -579,7 +613,7 @@ async def test_a_head_response_has_no_body() -> None:
         async with asyncio.timeout(BOUND):
             for _ in range(2):
                 response = await http.head(f"{server.url}/p")
-                assert response.status_code == 200 and response.content == b""
+                assert response.status == 200 and response.content == b""
 
 
 async def test_bytes_after_the_response_drop_the_connection() -> None:
@@ -591,8 +625,8 @@ async def test_bytes_after_the_response_drop_the_connection() -> None:
 
     async with Server(handler) as server, client() as http:
         async with asyncio.timeout(BOUND):
-            assert (await http.post(f"{server.url}/p", content=b"{}")).json() == {"n": 1}
-            assert (await http.post(f"{server.url}/p", content=b"{}")).json() == {"n": 1}
+            assert loads(await http.post(f"{server.url}/p", content=b"{}")) == {"n": 1}
+            assert loads(await http.post(f"{server.url}/p", content=b"{}")) == {"n": 1}
     assert server.connections == 2
 
 
@@ -605,9 +639,9 @@ async def test_an_interim_response_is_skipped() -> None:
 
     async with Server(early_hints) as server, client() as http:
         response = await http.post(f"{server.url}/p", content=b"{}")
-        assert response.status_code == 200
+        assert response.status == 200
         assert "link" not in response.headers
-        assert response.json() == {"a": 1}
+        assert loads(response) == {"a": 1}
 
 
 async def test_an_early_close_of_a_stream_closes_its_connection_at_once() -> None:
@@ -633,8 +667,8 @@ async def test_an_early_close_of_a_stream_closes_its_connection_at_once() -> Non
         transport = FastTransport()
         async with client(transport) as http:
             async with asyncio.timeout(BOUND):
-                response = await http.send(http.build_request("POST", f"{server.url}/p", content=b"{}"), stream=True)
-                async for data in response.aiter_raw():
+                response = await http.open("POST", f"{server.url}/p", b"{}")
+                async for data in response:
                     assert data.startswith(b"data: tok")
                     break
                 await response.aclose()
@@ -680,10 +714,10 @@ async def test_cancelling_a_body_read_closes_its_connection() -> None:
         closed_at.append(time.monotonic())
 
     async with Server(slow_body) as server, client() as http:
-        response = await http.send(http.build_request("POST", f"{server.url}/p", content=b"{}"), stream=True)
+        response = await http.open("POST", f"{server.url}/p", b"{}")
 
         async def consume() -> None:
-            async for _ in response.aiter_raw():
+            async for _ in response:
                 pass
 
         task = asyncio.ensure_future(consume())
@@ -705,10 +739,10 @@ async def test_closing_the_response_from_another_task_wakes_its_reader() -> None
         await reader.read()
 
     async with Server(stalls) as server, client() as http:
-        response = await http.send(http.build_request("POST", f"{server.url}/p", content=b"{}"), stream=True)
+        response = await http.open("POST", f"{server.url}/p", b"{}")
 
         async def consume() -> None:
-            async for _ in response.aiter_raw():
+            async for _ in response:
                 pass
 
         task = asyncio.ensure_future(consume())
@@ -742,7 +776,7 @@ async def test_many_concurrent_streams_each_hold_a_connection() -> None:
 
         async def one(i: int) -> bytes:
             async with http.stream("POST", f"{server.url}/{i}", content=b"{}") as response:
-                return b"".join([data async for data in response.aiter_raw()])
+                return b"".join([data async for data in response])
 
         async with asyncio.timeout(BOUND * 2):
             bodies = await asyncio.gather(*(one(i) for i in range(count)))
@@ -770,7 +804,7 @@ async def test_a_slow_reader_pauses_the_socket() -> None:
             http.stream("POST", f"{server.url}/p", content=b"{}") as response,
         ):
             total, paused = 0, False
-            async for data in response.aiter_raw():
+            async for data in response:
                 total += len(data)
                 await asyncio.sleep(0.02)  # the server could send megabytes meanwhile
                 (conn,) = transport._conns
@@ -788,9 +822,9 @@ async def test_a_streamed_request_body_is_sent_chunked() -> None:
 
     async with Server(echo_json) as server, client() as http:
         response = await http.post(f"{server.url}/p", content=parts())
-        assert response.json()["body"] == {"a": 1}
+        assert loads(response)["body"] == {"a": 1}
         big = b'"' + b"y" * 200_000 + b'"'
-        assert (await http.post(f"{server.url}/p", content=big)).json()["body"] == big[1:-1].decode()
+        assert loads(await http.post(f"{server.url}/p", content=big))["body"] == big[1:-1].decode()
     assert server.connections == 1
 
 
@@ -801,8 +835,8 @@ async def test_other_schemes_go_to_the_fallback_transport() -> None:
         seen.append(request.url)
         return httpx.Response(200, json={"ok": True})
 
-    async with client(FastTransport(fallback=httpx.MockTransport(handler))) as http:
-        assert (await http.post("https://example.invalid/p", content=b"{}")).json() == {"ok": True}
+    async with client(FastTransport(fallback=HttpxTransport(httpx.MockTransport(handler)))) as http:
+        assert loads(await http.post("https://example.invalid/p", content=b"{}")) == {"ok": True}
     assert seen == [httpx.URL("https://example.invalid/p")]
 
 
@@ -829,14 +863,3 @@ def test_every_scenario_on_uvloop(name: str) -> None:
             await SCENARIOS[name]()
 
     uvloop.run(bounded())
-
-
-def test_content_type_of_reads_the_header_as_httpx_would() -> None:
-    relayed = httpx.Response(
-        200, headers=headers_from_triples([(b"Content-Type", b"content-type", b"text/event-stream")])
-    )
-    plain = httpx.Response(200, headers={"content-type": "application/json; charset=utf-8", "x-other": "1"})
-
-    assert content_type_of(relayed) == "text/event-stream"
-    assert content_type_of(plain) == plain.headers["content-type"]
-    assert content_type_of(httpx.Response(204)) is None
