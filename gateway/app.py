@@ -20,8 +20,9 @@ from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
 from gateway import __version__, lifecycle
 from gateway.admission.ratelimit import LocalLimiter
-from gateway.api import blueprints, openapi_builder
+from gateway.api import blueprints
 from gateway.api.blueprints.docs import UI_CONFIG as DOCS_UI_CONFIG
+from gateway.api.openapi import builder as openapi_builder
 from gateway.http.error_handler import GatewayErrorHandler
 from gateway.http.requests import Request
 from gateway.http.sanic_config import server_config

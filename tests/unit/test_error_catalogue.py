@@ -31,7 +31,7 @@ def test_every_code_the_gateway_raises_is_documented() -> None:
     # A `code="..."` given where an error is raised must be one of its class's declared codes.
     raised: set[str] = set()
     for path in (ROOT / "gateway").rglob("*.py"):
-        if path.name in {"schemas.py", "errors.py"}:
+        if path.name == "errors.py":  # the declarations themselves
             continue
         raised.update(re.findall(r'\bcode="([a-z_]+)"', path.read_text()))
     assert raised, "the scan found no codes at all"

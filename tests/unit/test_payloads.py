@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from gateway.api.payloads import ApiChat, ApiEmbeddings, OpenAIBody, parse_object
+from gateway.api.payloads import ApiChat, ApiEmbeddings, OpenAIBody, OpenAIRouting, check, parse_object
 from gateway.errors import BadRequest
 
 
@@ -74,3 +75,29 @@ def test_openai_body_reads_only_model_and_stream() -> None:
     assert OpenAIBody.parse(b'{"messages": []}') == OpenAIBody(model=None, stream=False)
     with pytest.raises(BadRequest, match="'stream' must be a boolean"):
         OpenAIBody.parse(b'{"stream": "yes"}')
+
+
+@pytest.mark.parametrize("model", [None, "m", 1, True, [], {}])
+@pytest.mark.parametrize("stream", [None, True, False, 0, 1, "true", []])
+def test_the_inline_routing_read_agrees_with_the_model(model: object, stream: object) -> None:
+    # OpenAIBody.parse tells the common case apart inline; OpenAIRouting decides the rest.
+    data = {"model": model, "stream": stream, "messages": []}
+    try:
+        routing = check(OpenAIRouting, data)
+        expected: object = OpenAIBody(model=routing.model, stream=bool(routing.stream))
+    except BadRequest as exc:
+        expected = exc.message
+    try:
+        got: object = OpenAIBody.parse(orjson.dumps(data))
+    except BadRequest as exc:
+        got = exc.message
+    assert got == expected
+
+
+def test_a_null_is_an_absent_field() -> None:
+    chat = ApiChat.parse(b'{"message": "Hi", "model": null, "temperature": null, "messages": null}', None, stream=False)
+    assert chat.model is None and chat.upstream_body["temperature"] is None  # passed on as it came
+    with pytest.raises(BadRequest, match="'message' is required"):
+        ApiChat.parse(b'{"message": null}', None, stream=False)
+    with pytest.raises(BadRequest, match="'messages' must be a non-empty array, not an array"):
+        ApiChat.parse(b'{"messages": []}', None, stream=False)

@@ -3,8 +3,8 @@ from __future__ import annotations
 from sanic import Blueprint, HTTPResponse, Request
 from sanic_ext import openapi
 
-from gateway.api import schemas as doc
-from gateway.api.payloads import ApiChat
+from gateway.api.openapi import answers, errors, headers, schema
+from gateway.api.payloads import ApiChat, ApiChatRequest
 
 bp = Blueprint("chat", url_prefix="/api")
 
@@ -20,10 +20,10 @@ async def _chat(request: Request, *, stream: bool) -> HTTPResponse | None:
 @bp.post("/chat")
 @openapi.definition(
     operation="apiChat",
-    parameter=doc.ROUTED_HEADERS,
-    response=[doc.CHAT_COMPLETION, *doc.API_ROUTED_ERRORS],
+    parameter=headers.ROUTED_HEADERS,
+    response=[answers.CHAT_COMPLETION, *errors.API_ROUTED_ERRORS],
 )
-@doc.request_body(doc.API_CHAT_BODY)
+@schema.request_body(ApiChatRequest, "A chat message: `message` (or `messages`) is required.")
 async def chat(request: Request) -> HTTPResponse | None:
     """One chat completion; the upstream's JSON comes back unchanged."""
     return await _chat(request, stream=False)
@@ -32,10 +32,10 @@ async def chat(request: Request) -> HTTPResponse | None:
 @bp.post("/chat/stream")
 @openapi.definition(
     operation="apiChatStream",
-    parameter=doc.ROUTED_HEADERS,
-    response=[doc.CHAT_STREAM, *doc.API_ROUTED_ERRORS],
+    parameter=headers.ROUTED_HEADERS,
+    response=[answers.CHAT_STREAM, *errors.API_ROUTED_ERRORS],
 )
-@doc.request_body(doc.API_CHAT_BODY)
+@schema.request_body(ApiChatRequest, "A chat message: `message` (or `messages`) is required.")
 async def chat_stream(request: Request) -> HTTPResponse | None:
     """The same chat, as server-sent events with heartbeats, ending with `data: [DONE]`."""
     return await _chat(request, stream=True)

@@ -3,8 +3,8 @@ from __future__ import annotations
 from sanic import Blueprint, HTTPResponse, Request
 from sanic_ext import openapi
 
-from gateway.api import schemas as doc
-from gateway.api.payloads import ApiEmbeddings
+from gateway.api.openapi import answers, errors, headers, schema
+from gateway.api.payloads import ApiEmbeddings, ApiEmbeddingsRequest
 
 bp = Blueprint("embeddings", url_prefix="/api")
 
@@ -12,10 +12,10 @@ bp = Blueprint("embeddings", url_prefix="/api")
 @bp.post("/embeddings")
 @openapi.definition(
     operation="apiEmbeddings",
-    parameter=doc.ROUTED_HEADERS,
-    response=[doc.EMBEDDINGS, *doc.API_ROUTED_ERRORS],
+    parameter=headers.ROUTED_HEADERS,
+    response=[answers.EMBEDDINGS, *errors.API_ROUTED_ERRORS],
 )
-@doc.request_body(doc.API_EMBEDDINGS_BODY)
+@schema.request_body(ApiEmbeddingsRequest, "The input to embed.")
 async def embeddings(request: Request) -> HTTPResponse:
     """Embeddings for `input`; the upstream's JSON comes back unchanged."""
     proxy = request.app.ctx.services.proxy

@@ -5,15 +5,18 @@ from __future__ import annotations
 from sanic import Blueprint, HTTPResponse, Request, json
 from sanic_ext import openapi
 
-from gateway.api import schemas as doc
-from gateway.api.payloads import OpenAIBody
+from gateway.api.openapi import answers, errors, headers, schema
+from gateway.api.payloads import OpenAIBody, OpenAIChatRequest, OpenAICompletionRequest, OpenAIEmbeddingsRequest
 
 bp = Blueprint("openai", url_prefix="/v1")
+_SENT_AS_IS = "Sent upstream byte for byte."
 
 
 @bp.get("/models")
 @openapi.definition(
-    operation="listModels", parameter=doc.REQUEST_ID, response=[doc.OPENAI_MODEL_LIST, *doc.OPENAI_LISTING_ERRORS]
+    operation="listModels",
+    parameter=headers.REQUEST_ID,
+    response=[answers.OPENAI_MODEL_LIST, *errors.OPENAI_LISTING_ERRORS],
 )
 async def models(request: Request) -> HTTPResponse:
     """List models: every route's, each once, as OpenAI's `GET /models`."""
@@ -32,10 +35,10 @@ async def _forward(request: Request, endpoint: str) -> HTTPResponse | None:
 @bp.post("/chat/completions")
 @openapi.definition(
     operation="createChatCompletion",
-    parameter=doc.ROUTED_HEADERS,
-    response=[doc.CHAT_COMPLETION_OR_STREAM, *doc.OPENAI_ROUTED_ERRORS],
+    parameter=headers.ROUTED_HEADERS,
+    response=[answers.CHAT_COMPLETION_OR_STREAM, *errors.OPENAI_ROUTED_ERRORS],
 )
-@doc.request_body(doc.OPENAI_CHAT_BODY)
+@schema.request_body(OpenAIChatRequest, _SENT_AS_IS)
 async def chat_completions(request: Request) -> HTTPResponse | None:
     """Chat completion (OpenAI), as JSON or, with `stream: true`, as server-sent events."""
     return await _forward(request, "/chat/completions")
@@ -44,10 +47,10 @@ async def chat_completions(request: Request) -> HTTPResponse | None:
 @bp.post("/completions")
 @openapi.definition(
     operation="createCompletion",
-    parameter=doc.ROUTED_HEADERS,
-    response=[doc.COMPLETION_OR_STREAM, *doc.OPENAI_ROUTED_ERRORS],
+    parameter=headers.ROUTED_HEADERS,
+    response=[answers.COMPLETION_OR_STREAM, *errors.OPENAI_ROUTED_ERRORS],
 )
-@doc.request_body(doc.OPENAI_COMPLETION_BODY)
+@schema.request_body(OpenAICompletionRequest, _SENT_AS_IS)
 async def completions(request: Request) -> HTTPResponse | None:
     """Text completion (OpenAI, legacy), as JSON or, with `stream: true`, as server-sent events."""
     return await _forward(request, "/completions")
@@ -56,10 +59,10 @@ async def completions(request: Request) -> HTTPResponse | None:
 @bp.post("/embeddings")
 @openapi.definition(
     operation="createEmbedding",
-    parameter=doc.ROUTED_HEADERS,
-    response=[doc.EMBEDDINGS, *doc.OPENAI_ROUTED_ERRORS],
+    parameter=headers.ROUTED_HEADERS,
+    response=[answers.EMBEDDINGS, *errors.OPENAI_ROUTED_ERRORS],
 )
-@doc.request_body(doc.OPENAI_EMBEDDINGS_BODY)
+@schema.request_body(OpenAIEmbeddingsRequest, _SENT_AS_IS)
 async def embeddings(request: Request) -> HTTPResponse | None:
     """Embeddings (OpenAI)."""
     return await _forward(request, "/embeddings")

@@ -1,7 +1,7 @@
 """
 The OpenAPI document at `/docs/openapi.json`: built once per worker at start-up, then served as bytes.
 
-sanic-ext builds the document from the blueprints' declarations (`gateway.api.schemas`), and would
+sanic-ext builds the document from the blueprints' declarations (`gateway.api.openapi`), and would
 build it again for every request of it. Here it is built once, in a `before_server_start`
 listener that runs after sanic-ext's own (which collects the operations), and finished with what
 sanic-ext's declarations cannot say:
@@ -9,7 +9,7 @@ sanic-ext's declarations cannot say:
 - this deployment's settings: without `API_KEY`, no operation needs a key nor answers 401; with
   `METRICS_PUBLIC=true`, `/metrics` needs none; without `RATE_LIMIT_PER_MIN`, nothing answers 429;
 - response headers: sanic-ext's response objects drop a `headers` field, so each documented
-  response gets the ones `gateway.api.schemas.response_headers` names for its status. An operation
+  response gets the ones `gateway.api.openapi.headers.response_headers` names for its status. An operation
   is rate limited when it documents a 429 (the guard limits every endpoint but `/health`,
   `/metrics` and the docs, and those document none).
 
@@ -26,7 +26,7 @@ from sanic import HTTPResponse, Request, Sanic
 from sanic_ext.config import PRIORITY as SANIC_EXT_PRIORITY
 from sanic_ext.extensions.openapi.builders import SpecificationBuilder
 
-from gateway.api.schemas import response_headers
+from gateway.api.openapi.headers import response_headers
 from gateway.settings import Settings
 
 __all__ = ["build_document", "finish", "install"]
