@@ -212,13 +212,7 @@ async def test_a_body_that_came_with_its_head_is_read_and_its_connection_free_at
 async def test_a_compressed_body_is_decoded() -> None:
     body = gzip.compress(b'{"packed":true}')
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(json_response(body, b"content-encoding: gzip\r\n"))
-        await writer.drain()
-        await reader.read()
-
-    async with Server(handler) as server, client() as http:
+    async with Server(answers(json_response(body, b"content-encoding: gzip\r\n"))) as server, client() as http:
         assert loads(await http.post(f"{server.url}/p", content=b"{}")) == {"packed": True}
 
 
@@ -332,13 +326,36 @@ async def test_the_most_recently_used_idle_connection_is_reused_first() -> None:
             assert list(idle)[-1] is newest and len(idle) == 2
 
 
-async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
-    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(json_response(b'{"ok":true}'))
-        await writer.drain()
-        # and close the kept-alive connection, as an idle timeout would
+def answers(data: bytes) -> Handler:
+    """A handler that answers one request with `data`, then waits for the client to close."""
 
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(data)
+        await writer.drain()
+        await reader.read()
+
+    return handler
+
+
+def reading(response: UpstreamResponse) -> asyncio.Task[None]:
+    """A task that reads `response` to its end."""
+
+    async def consume() -> None:
+        async for _ in response:
+            pass
+
+    return asyncio.ensure_future(consume())
+
+
+async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One answer, then the kept-alive connection is closed, as a server's idle timeout would."""
+    await read_request(reader)
+    writer.write(json_response(b'{"ok":true}'))
+    await writer.drain()
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
     async with Server(answer_once) as server:
         transport = FastTransport()
         async with client(transport) as http:
@@ -351,11 +368,6 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None
 
 async def test_a_connection_closed_just_before_its_reuse_is_not_reused() -> None:
     # The server's EOF is in the socket, but the event loop has not run since: the poll sees it.
-    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(json_response(b'{"ok":true}'))
-        await writer.drain()
-
     async with Server(answer_once) as server:
         transport = FastTransport()
         async with client(transport) as http:
@@ -369,13 +381,7 @@ async def test_a_connection_closed_just_before_its_reuse_is_not_reused() -> None
 
 
 async def test_connection_close_responses_are_not_kept() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(json_response(b"{}", b"connection: close\r\n"))
-        await writer.drain()
-        await reader.read()
-
-    async with Server(handler) as server:
+    async with Server(answers(json_response(b"{}", b"connection: close\r\n"))) as server:
         transport = FastTransport()
         async with client(transport) as http:
             for _ in range(3):
@@ -462,13 +468,7 @@ async def test_a_server_that_never_answers_is_a_read_timeout() -> None:
 
 
 async def test_a_stall_between_two_chunks_is_a_read_timeout() -> None:
-    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(SSE_HEAD + chunk(b"data: one\n\n"))
-        await writer.drain()
-        await reader.read()
-
-    async with Server(stalls) as server, client(read=0.2) as http:
+    async with Server(answers(SSE_HEAD + chunk(b"data: one\n\n"))) as server, client(read=0.2) as http:
         async with asyncio.timeout(BOUND):
             async with http.stream("POST", f"{server.url}/p", content=b"{}") as response:
                 with pytest.raises(httpx.ReadTimeout):
@@ -556,13 +556,7 @@ async def test_a_reset_is_a_read_error() -> None:
 
 
 async def test_malformed_http_is_a_remote_protocol_error() -> None:
-    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 abc nonsense\r\n\x00\x01\r\n\r\n")
-        await writer.drain()
-        await reader.read()
-
-    async with Server(garbage) as server, client() as http:
+    async with Server(answers(b"HTTP/1.1 abc nonsense\r\n\x00\x01\r\n\r\n")) as server, client() as http:
         with pytest.raises(httpx.RemoteProtocolError):
             async with asyncio.timeout(BOUND):
                 await http.post(f"{server.url}/p", content=b"{}")
@@ -587,13 +581,10 @@ async def test_a_body_delimited_by_the_close_of_the_connection() -> None:
 
 
 async def test_response_headers_keep_their_case_order_and_repeats() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(json_response(b"{}", b"X-Dup: 1\r\nx-dup: 2\r\nX-Other: caf\xc3\xa9\r\n"))
-        await writer.drain()
-        await reader.read()
-
-    async with Server(handler) as server, client() as http:
+    async with (
+        Server(answers(json_response(b"{}", b"X-Dup: 1\r\nx-dup: 2\r\nX-Other: caf\xc3\xa9\r\n"))) as server,
+        client() as http,
+    ):
         response = await http.post(f"{server.url}/p", content=b"{}")
     assert response.headers[-3:] == [(b"X-Dup", b"1"), (b"x-dup", b"2"), (b"X-Other", b"caf\xc3\xa9")]
     assert response.header("X-DUP") == "1"
@@ -617,13 +608,7 @@ async def test_a_head_response_has_no_body() -> None:
 
 
 async def test_bytes_after_the_response_drop_the_connection() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(json_response(b'{"n":1}') + json_response(b'{"n":2}'))
-        await writer.drain()
-        await reader.read()
-
-    async with Server(handler) as server, client() as http:
+    async with Server(answers(json_response(b'{"n":1}') + json_response(b'{"n":2}'))) as server, client() as http:
         async with asyncio.timeout(BOUND):
             assert loads(await http.post(f"{server.url}/p", content=b"{}")) == {"n": 1}
             assert loads(await http.post(f"{server.url}/p", content=b"{}")) == {"n": 1}
@@ -631,13 +616,10 @@ async def test_bytes_after_the_response_drop_the_connection() -> None:
 
 
 async def test_an_interim_response_is_skipped() -> None:
-    async def early_hints(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" + json_response(b'{"a":1}'))
-        await writer.drain()
-        await reader.read()
-
-    async with Server(early_hints) as server, client() as http:
+    async with (
+        Server(answers(b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" + json_response(b'{"a":1}'))) as server,
+        client() as http,
+    ):
         response = await http.post(f"{server.url}/p", content=b"{}")
         assert response.status == 200
         assert "link" not in response.headers
@@ -715,12 +697,7 @@ async def test_cancelling_a_body_read_closes_its_connection() -> None:
 
     async with Server(slow_body) as server, client() as http:
         response = await http.open("POST", f"{server.url}/p", b"{}")
-
-        async def consume() -> None:
-            async for _ in response:
-                pass
-
-        task = asyncio.ensure_future(consume())
+        task = reading(response)
         await asyncio.sleep(0.05)
         task.cancel()
         cancelled_at = time.monotonic()
@@ -733,19 +710,9 @@ async def test_cancelling_a_body_read_closes_its_connection() -> None:
 
 
 async def test_closing_the_response_from_another_task_wakes_its_reader() -> None:
-    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(SSE_HEAD + chunk(b"data: one\n\n"))
-        await reader.read()
-
-    async with Server(stalls) as server, client() as http:
+    async with Server(answers(SSE_HEAD + chunk(b"data: one\n\n"))) as server, client() as http:
         response = await http.open("POST", f"{server.url}/p", b"{}")
-
-        async def consume() -> None:
-            async for _ in response:
-                pass
-
-        task = asyncio.ensure_future(consume())
+        task = reading(response)
         await asyncio.sleep(0.05)
         await response.aclose()
         with pytest.raises(httpx.ReadError):

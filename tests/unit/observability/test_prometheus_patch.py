@@ -1,18 +1,20 @@
+"""
+gateway/observability/prometheus_patch.py: the start-up check that keeps the patched classes
+honest, and how they behave: values written after the loop step, the same samples and the same
+refusals as prometheus-client's own classes.
+"""
+
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import math
-import time
 from pathlib import Path
 
-import orjson
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 
-from gateway.observability.logs import ATOMIC_WRITE_BYTES, AccessLog, JSONFormatter
-from gateway.observability.metrics import usage_tokens
+from gateway.observability import prometheus_patch
 from gateway.observability.prometheus_patch import FastCounter as _Counter
 from gateway.observability.prometheus_patch import FastGauge as _Gauge
 from gateway.observability.prometheus_patch import FastHistogram as _Histogram
@@ -20,23 +22,40 @@ from gateway.observability.prometheus_patch import deferred_value_class as _defe
 from gateway.observability.prometheus_patch import flush_pending_writes, write_after_each_loop_step
 
 
-def test_usage_is_read_from_the_end_of_a_body() -> None:
-    body = b'{"id":"x","choices":[{"message":{"content":"usage"}}],"usage":{"prompt_tokens":30,"total_tokens":38,"completion_tokens":8}}'
-    assert usage_tokens(body) == (30, 8)
-    stream_event = b'data: {"choices":[],"usage":{"prompt_tokens":16,"total_tokens":20,"completion_tokens":4}}\n\n'
-    assert usage_tokens(stream_event) == (16, 4)
-    assert usage_tokens(b'{"usage":{"prompt_tokens":6,"total_tokens":6}}') == (6, 0)
-    assert usage_tokens(b'{"data":[]}') is None
+def test_the_patched_classes_pass_on_the_installed_release() -> None:
+    assert prometheus_patch.self_check() is None
+    assert prometheus_patch.families() == (
+        prometheus_patch.FastCounter,
+        prometheus_patch.FastGauge,
+        prometheus_patch.FastHistogram,
+    )
 
 
-def test_log_lines_are_json_with_extra_fields() -> None:
-    record = logging.LogRecord("gateway.access", logging.INFO, __file__, 1, "request", (), None)
-    record.request_id = "abc"
-    record.status = 200
-    line = orjson.loads(JSONFormatter().format(record))
-    assert line["message"] == "request" and line["level"] == "INFO" and line["logger"] == "gateway.access"
-    assert line["request_id"] == "abc" and line["status"] == 200
-    assert line["time"].endswith("Z")
+def test_a_patch_that_counts_wrong_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    def observe_without_buckets(self: Histogram, amount: float, exemplar: object = None) -> None:
+        self._sum.inc(amount)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(prometheus_patch.FastHistogram, "observe", observe_without_buckets)
+    problem = prometheus_patch.self_check()
+    assert problem is not None and "check_seconds_bucket" in problem
+
+
+def test_internals_that_moved_are_caught_and_the_stock_classes_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As if a release renamed the private field the fast path reads.
+    monkeypatch.delattr(Histogram, "_upper_bounds", raising=False)
+    monkeypatch.setattr(
+        prometheus_patch.FastHistogram,
+        "observe",
+        lambda self, amount, exemplar=None: self._renamed_bounds,
+    )
+    monkeypatch.setattr(prometheus_patch, "_active", True)
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        assert prometheus_patch.install() is False
+    assert prometheus_patch.families() == (Counter, Gauge, Histogram)
+    assert "using its stock classes" in caplog.text
+    assert "AttributeError" in caplog.text
 
 
 def _scraped(folder: Path) -> dict[str, float]:
@@ -105,65 +124,6 @@ def test_every_value_changed_in_a_step_is_written_after_it(tmp_path: Path, monke
     assert (second[("relayed_total", "chat")], second[("relayed_total", "embed")], second[("open", "")]) == (4, 2, 4)
 
 
-class RecordingStream(io.StringIO):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[str] = []
-
-    def write(self, text: str) -> int:
-        self.writes.append(text)
-        return len(text)
-
-
-def test_access_lines_leave_after_the_loop_step_in_whole_lines_of_at_most_pipe_buf(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    stream = RecordingStream()
-    access = AccessLog()
-    access.logger = logging.Logger("gateway.access.test", logging.INFO)  # noqa: LOG001 - kept out of the registry
-    access.logger.propagate = False
-    access.logger.addHandler(logging.StreamHandler(stream))
-
-    async def one_step_of_requests() -> int:
-        access.write_after_each_loop_step(asyncio.get_running_loop())
-        for number in range(40):
-            access.write({"request_id": f"r{number}", "path": "/v1/chat/completions", "note": "x" * 200})
-        written_in_the_step = len(stream.writes)
-        await asyncio.sleep(0)
-        access.write_after_each_loop_step(None)
-        return written_in_the_step
-
-    assert asyncio.run(one_step_of_requests()) == 0
-    assert 1 < len(stream.writes) < 40  # batched, yet never more than PIPE_BUF bytes per write
-    assert all(len(text.encode()) <= ATOMIC_WRITE_BYTES and text.endswith("\n") for text in stream.writes)
-    lines = "".join(stream.writes).splitlines()
-    assert [orjson.loads(line)["request_id"] for line in lines] == [f"r{n}" for n in range(40)]
-    access.write({"request_id": "outside"})  # outside a serving worker: written at once
-    assert orjson.loads(stream.writes[-1])["request_id"] == "outside"
-
-
-def test_access_lines_written_directly_match_the_formatters_lines() -> None:
-    stream = RecordingStream()
-    access = AccessLog()
-    access.logger = logging.Logger("gateway.access", logging.INFO)  # noqa: LOG001 - not the real one
-    access.logger.propagate = False
-    access.logger.addHandler(logging.StreamHandler(stream))
-    fields = {"request_id": "r1", "method": "POST", "status": 200, "duration_ms": 1.25, "route": None}
-    access.write(fields)
-    access.write({})
-    direct, empty = (orjson.loads(text) for text in stream.writes)
-
-    record = logging.LogRecord("gateway.access", logging.INFO, __file__, 1, "request", (), None)
-    record.fields = fields
-    formatted = orjson.loads(JSONFormatter().format(record))
-    assert list(direct) == list(formatted) == ["time", "level", "logger", "message", *fields]
-    assert {key: value for key, value in direct.items() if key != "time"} == {
-        key: value for key, value in formatted.items() if key != "time"
-    }
-    assert direct["time"].endswith("Z") and len(direct["time"]) == len("2026-11-26T19:00:00.123Z")
-    assert empty == {"time": empty["time"], "level": "INFO", "logger": "gateway.access", "message": "request"}
-
-
 def _samples(registry: CollectorRegistry) -> list[tuple[str, dict[str, str], float]]:
     return [
         (s.name, s.labels, s.value)
@@ -203,22 +163,3 @@ def test_the_cheaper_metric_families_refuse_what_prometheus_client_refuses() -> 
         durations.observe(1.0)
     with pytest.raises(ValueError):
         requests.labels("a").inc(-1)
-
-
-def test_a_stream_reports_its_first_chunk_and_usage_for_its_route_and_model() -> None:
-    from prometheus_client import REGISTRY
-
-    from gateway.observability.metrics import StreamMetrics
-
-    def sample(name: str, **labels: str) -> float:
-        return REGISTRY.get_sample_value(name, labels) or 0.0
-
-    first_before = sample("gateway_stream_first_chunk_seconds_count", route="observed")
-    tokens_before = sample("gateway_tokens_total", route="observed", model="m", kind="completion")
-    stream = StreamMetrics("observed", "m", started=time.perf_counter())
-    stream.first_chunk()
-    stream.usage(b'data: {"usage":{"prompt_tokens":5,"total_tokens":12,"completion_tokens":7}}\n\n')
-    assert sample("gateway_stream_first_chunk_seconds_count", route="observed") == first_before + 1
-    assert sample("gateway_tokens_total", route="observed", model="m", kind="completion") == tokens_before + 7
-    StreamMetrics("observed", "m", started=None).first_chunk()  # a request Sanic refused early: no time
-    assert sample("gateway_stream_first_chunk_seconds_count", route="observed") == first_before + 1
