@@ -37,7 +37,7 @@ from sanic.worker.loader import AppLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.http.sanic_config import ServerConfig
+from gateway.patches.sanic_config import ServerConfig
 from gateway.process.listener import bind_port, listen_alone
 from gateway.process.server import freeze_startup_heap, pin_worker_to_cpu
 from gateway.upstream.base import Target, Timeouts

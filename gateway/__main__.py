@@ -14,7 +14,7 @@ from sanic import Sanic
 from sanic.worker.loader import AppLoader
 
 from gateway.app import create_app, load_or_exit
-from gateway.http.sanic_protocol import gateway_protocol
+from gateway.patches.sanic_protocol import gateway_protocol
 from gateway.process.listener import bind_port, stop_listening_at_shutdown
 from gateway.process.server import raise_open_file_limit
 from gateway.settings import Settings

@@ -25,10 +25,10 @@ from gateway.api.blueprints.docs import UI_CONFIG as DOCS_UI_CONFIG
 from gateway.api.openapi import builder as openapi_builder
 from gateway.http.error_handler import GatewayErrorHandler
 from gateway.http.requests import Request
-from gateway.http.sanic_config import server_config
 from gateway.middleware import RequestMiddleware
 from gateway.observability.logs import log_config
-from gateway.process.server import shield_worker_manager_from_signals
+from gateway.patches.sanic_config import server_config
+from gateway.patches.sanic_manager import defer_stop_signals
 from gateway.process.supervisor import supervise_workers
 from gateway.settings import Settings
 from gateway.settings_loader import SettingsError, load_settings
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
     # Here rather than in __main__, so that `sanic gateway.app:create_app --factory` has them too;
     # in this order, so that replacing a dead worker is shielded from stop signals as well.
     supervise_workers()
-    shield_worker_manager_from_signals()
+    defer_stop_signals()
     app = Sanic(
         APP_NAME,
         dumps=orjson.dumps,
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
 def _configure(app: Sanic, settings: Settings) -> None:
     app.config.update(
         REQUEST_MAX_SIZE=settings.max_body_bytes,
-        # Sanic's own, counted from the last byte; gateway/http/sanic_protocol.py adds a deadline for the
+        # Sanic's own, counted from the last byte; gateway/patches/sanic_protocol.py adds a deadline for the
         # whole head and the body's idle limit.
         REQUEST_TIMEOUT=settings.request_head_timeout_seconds,
         GRACEFUL_SHUTDOWN_TIMEOUT=settings.graceful_shutdown_seconds,

@@ -22,9 +22,9 @@ from sanic import Sanic
 
 from gateway.admission.ratelimit import create_shared_table
 from gateway.observability import metrics as metrics_module
-from gateway.observability import prometheus_patch
 from gateway.observability.access import access_log
 from gateway.observability.metrics import metrics
+from gateway.patches import prometheus as prometheus_patch
 from gateway.process.listener import listen_alone
 from gateway.process.server import StopSignals, count_server_processes, freeze_startup_heap, pin_worker_to_cpu
 from gateway.process.supervisor import REPLACES_ENV

@@ -29,7 +29,7 @@ from prometheus_client import (
 )
 
 from gateway.errors import GatewayError
-from gateway.observability import prometheus_patch
+from gateway.patches import prometheus as prometheus_patch
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -120,7 +120,7 @@ def _cached_labels(family: Any) -> Callable[..., Any]:
 # that an operator named but nobody made yet (a subfolder of systemd's RuntimeDirectory, say).
 if os.environ.get(ENV):
     Path(os.environ[ENV]).mkdir(parents=True, exist_ok=True)
-# The stock classes, or prometheus_patch.py's cheaper ones when they pass its start-up check.
+# The stock classes, or gateway/patches/prometheus.py's cheaper ones when they pass its start-up check.
 prometheus_patch.install()
 _Counter, _Gauge, _Histogram = prometheus_patch.families()
 

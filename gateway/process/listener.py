@@ -18,7 +18,6 @@ Elsewhere, and whenever the swap cannot be made, the one shared socket stays, as
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
@@ -26,7 +25,8 @@ import sys
 from ipaddress import ip_address
 
 from sanic.server.socket import bind_socket
-from sanic.worker.manager import WorkerManager
+
+from gateway.patches.sanic_manager import close_first_at_shutdown
 
 __all__ = ["SOCKET_PER_WORKER", "bind_port", "listen_alone", "stop_listening_at_shutdown"]
 
@@ -116,11 +116,4 @@ def stop_listening_at_shutdown(listener: socket.socket) -> None:
     theirs: new connections are refused at once, and a load balancer or client retries elsewhere.
     (A reservation is released early too, which changes nothing.)
     """
-    stop = WorkerManager.shutdown
-
-    @functools.wraps(stop)
-    def shutdown(self: WorkerManager) -> None:
-        listener.close()
-        stop(self)
-
-    WorkerManager.shutdown = shutdown  # type: ignore[method-assign]
+    close_first_at_shutdown(listener)

@@ -6,7 +6,6 @@ worker manager, and what each worker does once it is ready.
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import logging
 import os
@@ -16,8 +15,6 @@ import signal
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sanic.worker.manager import WorkerManager
-
 from gateway.settings import PinWorkers
 
 __all__ = [
@@ -26,14 +23,13 @@ __all__ = [
     "freeze_startup_heap",
     "pin_worker_to_cpu",
     "raise_open_file_limit",
-    "shield_worker_manager_from_signals",
 ]
 
 logger = logging.getLogger("gateway")
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # Every open stream holds two sockets (client and upstream); 10,000 streams need room.
 WANTED_OPEN_FILES = 65536
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # Allocations between two young-generation collections (CPython's default: 700). A request
 # allocates a few hundred objects and frees nearly all of them by reference counting, so the
 # default runs a collection every other request for nothing.
@@ -50,35 +46,6 @@ def raise_open_file_limit(wanted: int = WANTED_OPEN_FILES) -> None:
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-def _signals_deferred(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def deferred(*args: Any, **kwargs: Any) -> Any:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-        try:
-            return method(*args, **kwargs)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a deferred signal is handled here
-
-    deferred.__gateway_shielded__ = True  # type: ignore[attr-defined]
-    return deferred
-
-
-def shield_worker_manager_from_signals() -> None:
-    """Let SIGTERM/SIGINT reach Sanic's worker manager only between its calls to its state store.
-
-    The manager keeps worker states in a `multiprocessing.Manager` dict, and its signal handler
-    writes to that dict too. A signal that arrives while the main thread is in the middle of a
-    call to it (as it is while waiting for the workers' start-up acknowledgements) re-enters the
-    same connection and hangs the main process for good (Sanic 25.12: a SIGTERM within about a
-    second of start-up never exits). Blocking the two signals around those calls defers them by
-    milliseconds instead, and they are handled as soon as the call returns.
-    """
-    for name in ("wait_for_ack", "_sync_states", "_cleanup_non_tracked_workers"):
-        method = getattr(WorkerManager, name)
-        if not getattr(method, "__gateway_shielded__", False):
-            setattr(WorkerManager, name, _signals_deferred(method))
 
 
 class StopSignals:

@@ -4,8 +4,8 @@ Replacing a worker that dies: the main process's side of the worker processes.
 Sanic's worker manager notices a dead server process (its monitor loop looks every 0.1 s and
 marks it FAILED), but it never starts another: after the OOM killer or a segfault in a C
 extension took one of two workers, the gateway served on one from then on, without a log line.
-Here the manager's state sync (`WorkerManager._sync_states`, the one method wrapped) is followed
-by a look at every server process:
+Here the manager's state sync is followed by a look at every server process (the wrapping, and
+what is read of the manager, are in gateway/patches/sanic_manager.py):
 
 - a process that died while the gateway is not stopping is logged at ERROR (its pid, and its exit
   code or signal), its Prometheus multiprocess files are marked dead (so that live gauges such as
@@ -16,24 +16,23 @@ by a look at every server process:
 - the replacement counts itself in `gateway_worker_restarts_total` when it starts
   (`REPLACES_ENV` tells it which pid it replaces).
 
-`supervise_workers()` checks first that the Sanic it runs on has what this relies on (Sanic 25.12;
-requirements.txt bounds it below 26), and otherwise leaves the manager as it is, with a warning.
+Where the Sanic it runs on lacks what this relies on, the manager is left as it is, with a warning.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sanic.worker.constants import ProcessState
 from sanic.worker.manager import WorkerManager
 from sanic.worker.process import WorkerProcess
+
+from gateway.patches.sanic_manager import after_state_sync, is_shutting_down, server_processes
 
 __all__ = ["REPLACES_ENV", "RestartBackoff", "WorkerSupervisor", "supervise_workers"]
 
@@ -41,10 +40,6 @@ logger = logging.getLogger("gateway")
 
 # Set in the main process's environment around a replacement's start, so that it inherits it.
 REPLACES_ENV = "GATEWAY_WORKER_REPLACES"
-_SERVER_PREFIX = "Sanic-Server-"
-_WORKER_METHODS = ("restart", "is_alive", "pid", "exitcode")
-_MANAGER_FIELDS = ("_shutting_down", "processes")  # set in __init__: checked on the running manager
-_STATES = ("FAILED", "COMPLETED", "RESTARTING", "TERMINATED")
 
 
 @dataclass
@@ -91,20 +86,24 @@ class WorkerSupervisor:
         self._mark_dead = mark_dead or _mark_metrics_dead
         self._watched: dict[str, _Watched] = {}
         self.restarts = 0
-        self._usable: bool | None = None  # decided on the first look at a running manager
+        self._usable: bool | None = None
 
     def check(self, manager: WorkerManager) -> None:
-        if self._usable is None:
-            missing = [f"WorkerManager.{name}" for name in _MANAGER_FIELDS if not hasattr(manager, name)]
-            self._usable = not missing
-            if missing:
-                logger.warning("this Sanic lacks %s: a worker that dies is not replaced", ", ".join(missing))
-        if not self._usable or manager._shutting_down:  # a worker that stops now is meant to
+        shutting_down, processes = is_shutting_down(manager), server_processes(manager)
+        if self._usable is None:  # decided on the first look at a running manager
+            lacking = [
+                f"WorkerManager.{name}"
+                for name, value in (("_shutting_down", shutting_down), ("processes", processes))
+                if value is None
+            ]
+            self._usable = not lacking
+            if lacking:
+                logger.warning("this Sanic lacks %s: a worker that dies is not replaced", ", ".join(lacking))
+        if not self._usable or shutting_down or processes is None:  # a worker that stops now is meant to
             return
         now = self._clock()
-        for process in list(manager.processes):
-            if process.name.startswith(_SERVER_PREFIX):
-                self._check_process(process, now)
+        for process in processes:
+            self._check_process(process, now)
 
     def _check_process(self, process: WorkerProcess, now: float) -> None:
         watched = self._watched.get(process.name)
@@ -158,30 +157,6 @@ def _mark_metrics_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def _missing_internals() -> list[str]:
-    missing = [f"WorkerManager.{name}" for name in ("_sync_states",) if not hasattr(WorkerManager, name)]
-    missing += [f"WorkerProcess.{name}" for name in _WORKER_METHODS if not hasattr(WorkerProcess, name)]
-    missing += [f"ProcessState.{name}" for name in _STATES if not hasattr(ProcessState, name)]
-    return missing
-
-
 def supervise_workers(supervisor: WorkerSupervisor | None = None) -> bool:
     """Have Sanic's worker manager replace dead workers; False where this Sanic does not allow it."""
-    current: Any = getattr(WorkerManager, "_sync_states", None)
-    if getattr(current, "__gateway_supervised__", False):
-        return True
-    missing = _missing_internals()
-    if missing:
-        logger.warning("this Sanic lacks %s: a worker that dies is not replaced", ", ".join(missing))
-        return False
-    watcher = supervisor or WorkerSupervisor()
-    stock = current
-
-    @functools.wraps(stock)
-    def sync_states_and_replace_dead_workers(manager: WorkerManager) -> None:
-        stock(manager)
-        watcher.check(manager)
-
-    sync_states_and_replace_dead_workers.__gateway_supervised__ = True  # type: ignore[attr-defined]
-    WorkerManager._sync_states = sync_states_and_replace_dead_workers  # type: ignore[method-assign]
-    return True
+    return after_state_sync((supervisor or WorkerSupervisor()).check)

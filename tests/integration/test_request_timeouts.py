@@ -1,4 +1,4 @@
-"""A client that trickles its request, against a real gateway (gateway/http/sanic_protocol.py)."""
+"""A client that trickles its request, against a real gateway (gateway/patches/sanic_protocol.py)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from gateway import lifecycle
-from gateway.observability.prometheus_patch import ENV
+from gateway.patches.prometheus import ENV
 from gateway.settings import Settings
 
 ROUTES = {"MODEL_ROUTE_a": "http://127.0.0.1:9101/v1", "MODEL_ROUTE_b": "http://127.0.0.1:9102/v1"}

@@ -132,7 +132,7 @@ def test_supervising_wraps_the_state_sync_once_and_not_on_a_sanic_without_it(
 ) -> None:
     assert supervise_workers() is True
     wrapped = WorkerManager._sync_states
-    assert getattr(wrapped, "__gateway_supervised__", False)
+    assert "supervisor" in getattr(wrapped, "__gateway_wrapped__", ())
     assert supervise_workers() is True and WorkerManager._sync_states is wrapped
     monkeypatch.delattr(supervisor_module.WorkerProcess, "restart")
     monkeypatch.setattr(WorkerManager, "_sync_states", lambda self: None)

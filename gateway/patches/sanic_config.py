@@ -80,6 +80,6 @@ def server_config() -> Config:
     if problem is None:
         return ServerConfig()
     logger.warning(
-        "Sanic's Config differs from what gateway/http/sanic_config.py expects (%s): using Sanic's own", problem
+        "Sanic's Config differs from what gateway/patches/sanic_config.py expects (%s): using Sanic's own", problem
     )
     return Config()

@@ -1,4 +1,4 @@
-"""gateway/http/sanic_config.py: the settings Sanic reads per connection read back whatever way they were set."""
+"""gateway/patches/sanic_config.py: the settings Sanic reads per connection read back whatever way they were set."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from sanic.config import Config
 from sanic.http import Http
 
 from gateway.app import create_app
-from gateway.http import sanic_config
-from gateway.http.sanic_config import HOT_SETTINGS, ServerConfig
+from gateway.patches import sanic_config
+from gateway.patches.sanic_config import HOT_SETTINGS, ServerConfig
 from gateway.settings_loader import load_settings
 
 

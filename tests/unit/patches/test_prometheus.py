@@ -1,5 +1,5 @@
 """
-gateway/observability/prometheus_patch.py: the start-up check that keeps the patched classes
+gateway/patches/prometheus.py: the start-up check that keeps the patched classes
 honest, and how they behave: values written after the loop step, the same samples and the same
 refusals as prometheus-client's own classes.
 """
@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 
-from gateway.observability import prometheus_patch
-from gateway.observability.prometheus_patch import FastCounter as _Counter
-from gateway.observability.prometheus_patch import FastGauge as _Gauge
-from gateway.observability.prometheus_patch import FastHistogram as _Histogram
-from gateway.observability.prometheus_patch import deferred_value_class as _deferred_value_class
-from gateway.observability.prometheus_patch import flush_pending_writes, write_after_each_loop_step
+from gateway.patches import prometheus as prometheus_patch
+from gateway.patches.prometheus import FastCounter as _Counter
+from gateway.patches.prometheus import FastGauge as _Gauge
+from gateway.patches.prometheus import FastHistogram as _Histogram
+from gateway.patches.prometheus import deferred_value_class as _deferred_value_class
+from gateway.patches.prometheus import flush_pending_writes, write_after_each_loop_step
 
 
 def test_the_patched_classes_pass_on_the_installed_release() -> None:

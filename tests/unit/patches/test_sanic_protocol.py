@@ -6,7 +6,7 @@ import pytest
 from sanic.http import Http
 from sanic.server.protocols.http_protocol import HttpProtocol
 
-from gateway.http.sanic_protocol import GatewayHttpProtocol, gateway_protocol
+from gateway.patches.sanic_protocol import GatewayHttpProtocol, gateway_protocol
 
 
 def test_the_gateway_protocol_is_used_on_the_sanic_it_was_written_for() -> None:

@@ -194,7 +194,7 @@ def install() -> bool:
     problem = self_check()
     if problem is not None:
         logger.warning(
-            "prometheus-client's internals differ from what gateway/observability/prometheus_patch.py expects (%s): "
+            "prometheus-client's internals differ from what gateway/patches/prometheus.py expects (%s): "
             "using its stock classes",
             problem,
         )
