@@ -49,13 +49,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from bodies import Target, chat_targets
 from clients import idle_streams, run_async, run_client, run_wrk, sequential, streams
+from report import Row, table
 from servers import (
     CLK_TCK,
     HOST,
-    MODEL,
     ROOT,
     Server,
     cpu_seconds,
@@ -70,56 +71,9 @@ from servers import (
 )
 
 SCENARIOS = ("latency", "throughput", "stream", "idle", "idle10k")
-PROMPT = "Say hello in one short sentence."
-
-
-# --- bodies ------------------------------------------------------------------------------------
-class Target(NamedTuple):
-    label: str
-    direct_path: str
-    direct_body: bytes
-    path: str  # through the gateway
-    body: bytes
-
-
-def dump(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def chat_targets(stream: bool, **fake: Any) -> list[Target]:
-    knobs = {"fake": fake} if fake else {}
-    messages = [{"role": "user", "content": PROMPT}]
-    v1 = dump({"model": MODEL, "messages": messages, "max_tokens": 2048, "stream": stream, **knobs})
-    api_direct = dump({"messages": messages, "max_tokens": 2048, "stream": stream, **knobs})
-    api = dump({"message": PROMPT, "max_tokens": 2048, **knobs})
-    api_path = "/api/chat/stream" if stream else "/api/chat"
-    return [Target("/v1/chat/completions", "/v1/chat/completions", v1, "/v1/chat/completions", v1),
-            Target(api_path, "/v1/chat/completions", api_direct, api_path, api)]  # fmt: skip
 
 
 # --- results -----------------------------------------------------------------------------------
-@dataclass
-class Row:
-    scenario: str
-    metric: str
-    direct: float | None
-    gateway: float | None
-    compare: str = "added"  # "added" (gateway - direct), "ratio" (gateway / direct) or ""
-    digits: int = 2
-
-    def cells(self) -> list[str]:
-        def fmt(value: float | None) -> str:
-            return "—" if value is None else f"{value:,.{self.digits}f}"
-
-        delta = ""
-        if self.direct is not None and self.gateway is not None:
-            if self.compare == "added":
-                delta = f"{self.gateway - self.direct:+,.{self.digits}f}"
-            elif self.compare == "ratio" and self.direct:
-                delta = f"×{self.gateway / self.direct:.2f}"
-        return [self.scenario, self.metric, fmt(self.direct), fmt(self.gateway), delta]
-
-
 Measure = Callable[[Server, str, bytes], dict[str, Any]]
 # (metric, key in the measurement, comparison, digits)
 Spec = tuple[str, str, str, int]
@@ -246,11 +200,6 @@ class Bench:
                    ("upstream conns left 3 s after close", "upstream_left", "", 0),
                    ("seconds until they were all closed (— : over 30)", "upstream_closed_after_s", "", 2)],
                   again=False)  # fmt: skip
-
-
-def table(rows: list[Row]) -> str:
-    lines = ["| scenario | metric | direct (fake) | through gateway | added / ratio |", "|---|---|--:|--:|--:|"]
-    return "\n".join(lines + ["| " + " | ".join(row.cells()) + " |" for row in rows])
 
 
 def parse_args() -> argparse.Namespace:

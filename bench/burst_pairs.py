@@ -38,7 +38,7 @@ from types import SimpleNamespace
 
 import clients
 import servers
-from bench import chat_targets
+from bodies import chat_targets
 
 BURST = 50
 PAUSE_S = 0.03  # between bursts: the previous one's streams have ended, their sockets closed

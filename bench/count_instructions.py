@@ -30,7 +30,7 @@ from pathlib import Path
 
 import clients
 import servers
-from bench import chat_targets
+from bodies import chat_targets
 
 BURST = 10
 WARM_UP = 60
