@@ -1,0 +1,1 @@
+"""The fake vLLM server's parts; scripts/fake_vllm.py starts it."""
