@@ -21,6 +21,7 @@ from gateway.api.proxy import Proxy
 from gateway.observability.metrics import metrics
 from gateway.process.server import StopSignals
 from gateway.routing.models_cache import ModelList, ModelsCache, merge_listings
+from gateway.routing.policies import policy_for
 from gateway.routing.replicas import Route
 from gateway.routing.router import Router
 from gateway.settings import Settings
@@ -70,6 +71,7 @@ class Services:
                 cooldown_max=settings.replica_cooldown_max_seconds,
                 probe_timeout=settings.health_timeout_seconds,
                 cells=shared_cells.get(key),
+                policy=policy_for(settings.routing_policy(key)),
             )
             for key, urls in settings.routes.items()
         }

@@ -10,9 +10,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["PinWorkers", "Settings"]
+__all__ = ["ROUTING_POLICIES", "PinWorkers", "RoutingPolicy", "Settings", "SettingsError"]
 
 PinWorkers = Literal["auto", "on", "off"]
+RoutingPolicy = Literal["least_outstanding", "session"]
+ROUTING_POLICIES: tuple[RoutingPolicy, ...] = ("least_outstanding", "session")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the gateway cannot use. The message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,9 @@ class Settings:
     upstream_max_attempts: int = 3
     replica_probe_interval_seconds: float = 2.0
     replica_cooldown_max_seconds: float = 30.0
+    # Route key -> how its replicas are picked (`gateway/routing/policies.py`), for every route.
+    routing_policies: Mapping[str, RoutingPolicy] = field(default_factory=dict)
+    session_header: str = "x-session-id"  # lower-cased
 
     # Upstream timeouts; `total_timeout_seconds` None means no overall deadline.
     connect_timeout_seconds: float = 5.0
@@ -69,6 +78,9 @@ class Settings:
     redis_cluster: bool = False
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_master: str | None = None
+
+    def routing_policy(self, route_key: str) -> RoutingPolicy:
+        return self.routing_policies.get(route_key, "least_outstanding")
 
     @property
     def auth_enabled(self) -> bool:

@@ -19,22 +19,17 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from gateway.settings import PinWorkers, Settings
+from gateway.settings import PinWorkers, Settings, SettingsError
+from gateway.settings_routes import routes_of, routing_policies, session_header
 
 __all__ = ["SettingsError", "load_settings", "read_env_file"]
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
 
-ROUTE_PREFIX = "MODEL_ROUTE_"
-LEGACY_ROUTE_KEY = "default"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
-
-
-class SettingsError(ValueError):
-    """A setting has a value the gateway cannot use. The message names the variable."""
 
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -127,34 +122,6 @@ def _ranged(kind: Callable[[str], N], low: float, high: float) -> Callable[[str]
     return cast
 
 
-def _base_url(name: str, value: str) -> str:
-    parts = urlsplit(value)
-    try:
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:  # not a number from 0 to 65535
-        port_ok = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-        raise SettingsError(f"{name}={value!r}: expected an http:// or https:// URL such as http://127.0.0.1:8000/v1")
-    return value.rstrip("/")
-
-
-def _routes(values: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
-    routes: dict[str, tuple[str, ...]] = {}
-    for name in sorted(values):
-        if not name.startswith(ROUTE_PREFIX) or not values[name].strip():
-            continue
-        key = name[len(ROUTE_PREFIX) :]
-        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
-            raise SettingsError(f"{name}: expected a route key of letters, digits, '_', '-' or '.'")
-        urls = tuple(_base_url(name, url.strip()) for url in values[name].split(",") if url.strip())
-        if len(set(urls)) != len(urls):
-            raise SettingsError(f"{name}={values[name]!r}: expected distinct replica URLs")
-        routes[key] = urls
-    if not routes and values.get("VLLM_BASE_URL", "").strip():
-        routes[LEGACY_ROUTE_KEY] = (_base_url("VLLM_BASE_URL", values["VLLM_BASE_URL"].strip()),)
-    return routes
-
-
 def _sentinels(value: str | None) -> tuple[tuple[str, int], ...]:
     """`REDIS_SENTINELS`: host:port pairs, comma-separated ([v6]:port for IPv6 addresses)."""
     sentinels = []
@@ -212,7 +179,7 @@ def load_settings(
     def seconds(name: str, default: float, low: float = 0.001, high: float = 86400.0) -> float:
         return env.get(name, _ranged(float, low, high), default, f"a number of seconds from {low:g} to {high:g}")
 
-    routes = _routes(values)
+    routes = routes_of(values)
     default_model_key = env.text("DEFAULT_MODEL_KEY")
     if default_model_key is not None and default_model_key not in routes:
         known = ", ".join(routes) or "none configured"
@@ -252,6 +219,8 @@ def load_settings(
         pin_workers=env.get("PIN_WORKERS", _auto_or_boolean, "auto", "auto, true or false"),
         log_level=log_level,
         routes=routes,
+        routing_policies=routing_policies(values, routes, env.text("ROUTING_POLICY")),
+        session_header=session_header(env.text("SESSION_HEADER")),
         default_model_key=default_model_key,
         default_model_name=env.text("DEFAULT_MODEL_NAME"),
         allowed_models=frozenset(allowed) if allowed else None,

@@ -177,3 +177,17 @@ class RedisServer(Process):
                     raise RuntimeError(f"redis-server exited:\n{self.output()}") from None
                 time.sleep(0.05)
         raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+
+def run_elsewhere(code: str, *args: str) -> str:
+    """What `python -c code args...` prints in another interpreter, with another hash seed."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+        env={"PYTHONHASHSEED": "12345", "PATH": ""},
+        cwd=ROOT,
+    )
+    return done.stdout.strip()

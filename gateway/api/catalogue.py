@@ -41,7 +41,7 @@ class Catalogue:
         return {
             "worker": os.getpid(),
             "routes": [
-                {"key": route.key, "replicas": [replica.status() for replica in route.replicas]}
+                {"key": route.key, "policy": route.policy.name, "replicas": [r.status() for r in route.replicas]}
                 for route in self.router.routes.values()
             ],
         }

@@ -46,6 +46,10 @@ _CHECKED = ConfigDict(strict=True, extra="ignore", json_schema_extra=_PASSES_ON)
 _MODEL = "The model; default `DEFAULT_MODEL_NAME`. Also chooses the route when no `modelKey` is given."
 _MODEL_KEY = "The route to use (`MODEL_ROUTE_<KEY>`); wins over the `X-Model-Key` header."
 _V1_MODEL = "The model; chooses the route unless `X-Model-Key` is sent."
+_USER = (
+    "The end user (OpenAI's field, passed on to vLLM); with `ROUTING_POLICY=session`, the session's key unless "
+    "`SESSION_HEADER` is sent."
+)
 
 
 def _texts(schema: dict[str, Any]) -> None:
@@ -93,6 +97,7 @@ class ApiChatRequest(BaseModel):
     model: str | None = Field(None, description=_MODEL, examples=["Qwen/Qwen2.5-0.5B-Instruct"])
     modelKey: str | None = Field(None, description=_MODEL_KEY, examples=["tiny"])
     system: str | None = Field(None, description="A system prompt, sent before the message.")
+    user: str | None = Field(None, description=_USER)
     temperature: float | None = Field(
         None,
         description="Sampling temperature (an integer is fine; vLLM refuses a negative one).",
@@ -120,6 +125,7 @@ class ApiEmbeddingsRequest(BaseModel):
     )
     model: str | None = Field(None, description=_MODEL)
     modelKey: str | None = Field(None, description=_MODEL_KEY)
+    user: str | None = Field(None, description=_USER)
 
 
 class OpenAIRouting(BaseModel):
@@ -129,6 +135,7 @@ class OpenAIRouting(BaseModel):
 
     model: str | None = Field(None, description=_V1_MODEL)
     stream: bool | None = Field(None, description="`true`: the answer comes as `text/event-stream`.")
+    user: str | None = Field(None, description=_USER)
 
 
 @component
@@ -153,6 +160,7 @@ class OpenAIEmbeddingsRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     model: str | None = Field(None, description=_V1_MODEL)
+    user: str | None = Field(None, description=_USER)
     input: str | list[Any] = Field(description="A text, texts, or token ids.", json_schema_extra=_texts)
 
 
@@ -249,6 +257,7 @@ class ApiChat:
     model: str | None
     model_key: str | None
     upstream_body: dict[str, Any]
+    user: str | None = None
 
     @classmethod
     def parse(cls, body: bytes, model_key_header: str | None, *, stream: bool) -> ApiChat:
@@ -267,7 +276,8 @@ class ApiChat:
         if chat.model is not None:
             fields["model"] = chat.model
         fields["stream"] = stream
-        return cls(model=chat.model, model_key=chat.modelKey or model_key_header or None, upstream_body=fields)
+        model_key = chat.modelKey or model_key_header or None
+        return cls(model=chat.model, model_key=model_key, upstream_body=fields, user=chat.user)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,13 +287,16 @@ class ApiEmbeddings:
     model: str | None
     model_key: str | None
     upstream_body: dict[str, Any]
+    user: str | None = None
 
     @classmethod
     def parse(cls, body: bytes, model_key_header: str | None) -> ApiEmbeddings:
         data = parse_object(body)
         embeddings = check(ApiEmbeddingsRequest, data)
         model_key = embeddings.modelKey or model_key_header or None
-        return cls(model=embeddings.model, model_key=model_key, upstream_body=_upstream_fields(data))
+        return cls(
+            model=embeddings.model, model_key=model_key, upstream_body=_upstream_fields(data), user=embeddings.user
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,14 +305,19 @@ class OpenAIBody:
 
     model: str | None
     stream: bool
+    user: str | None = None
 
     @classmethod
     def parse(cls, body: bytes) -> OpenAIBody:
         data = parse_object(body)
-        model, stream = data.get("model"), data.get("stream")
+        model, stream, user = data.get("model"), data.get("stream"), data.get("user")
         # The hot path: the common case is told apart inline; anything else goes to the model's
         # own check, which says what is wrong (test_payloads holds the two to the same answers).
-        if (model is None or type(model) is str) and (stream is None or type(stream) is bool):
-            return cls(model=model, stream=bool(stream))
+        if (
+            (model is None or type(model) is str)
+            and (stream is None or type(stream) is bool)
+            and (user is None or type(user) is str)
+        ):
+            return cls(model=model, stream=bool(stream), user=user)
         routing = check(OpenAIRouting, data)
-        return cls(model=routing.model, stream=bool(routing.stream))
+        return cls(model=routing.model, stream=bool(routing.stream), user=routing.user)

@@ -43,12 +43,19 @@ class Proxy:
         request.ctx.model = model or self.settings.default_model_name
         return route
 
+    def _dispatch(self, request: Request, route: Route, user: str | None) -> Dispatch:
+        session = None
+        if route.policy.uses_session:  # the header wins over the body's `user`
+            session = request.headers.get(self.settings.session_header) or user or None
+        return Dispatch(route, self.upstream, self.settings.upstream_max_attempts, session)
+
     async def complete(
-        self, request: Request, endpoint: str, body: bytes, *, model_key: str | None, model: str | None
-    ) -> HTTPResponse:
+        self, request: Request, endpoint: str, body: bytes, *, model_key: str | None, model: str | None,
+        user: str | None = None,
+    ) -> HTTPResponse:  # fmt: skip
         """Forward a non-streaming request; the upstream's status and body come back unchanged."""
         route = await self._route(request, model_key, model)
-        dispatch = Dispatch(route, self.upstream, self.settings.upstream_max_attempts)
+        dispatch = self._dispatch(request, route, user)
         started = time.perf_counter()
         sending = dispatch.post(endpoint, body, request.ctx.request_id)
         try:
@@ -78,11 +85,12 @@ class Proxy:
         return Response(upstream.content, status=status, content_type=upstream.content_type or "application/json")
 
     async def stream(
-        self, request: Request, endpoint: str, body: bytes, *, model_key: str | None, model: str | None
-    ) -> HTTPResponse | None:
+        self, request: Request, endpoint: str, body: bytes, *, model_key: str | None, model: str | None,
+        user: str | None = None,
+    ) -> HTTPResponse | None:  # fmt: skip
         """Relay a streaming request as SSE; returns a response only if the stream never started."""
         route = await self._route(request, model_key, model)
-        dispatch = Dispatch(route, self.upstream, self.settings.upstream_max_attempts)
+        dispatch = self._dispatch(request, route, user)
         ctx = request.ctx
         model_label = ctx.model or ""
         relay = StreamRelay(

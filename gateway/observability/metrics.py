@@ -198,6 +198,11 @@ class Metrics:
         self.replica_ejections = _Counter(
             "gateway_replica_ejections_total", "Times a replica was taken out of rotation.", ["route", "replica"]
         )
+        self.routing_decisions = _Counter(
+            "gateway_routing_decisions_total",
+            "Replica choices by route, policy and reason (least_loaded, affinity, load_override, no_session, fallback).",
+            ["route", "policy", "reason"],
+        )
 
         self.requests_for = _cached_labels(self.requests)
         self.request_duration_for = _cached_labels(self.request_duration)
@@ -206,6 +211,7 @@ class Metrics:
         self.first_chunk_for = _cached_labels(self.first_chunk)
         self.tokens_for = _cached_labels(self.tokens)
         self.replica_requests_for = _cached_labels(self.replica_requests)
+        self.routing_decisions_for = _cached_labels(self.routing_decisions)
 
     def count_upstream_error(self, route: str, failure: GatewayError | int | str) -> None:
         """One upstream failure: a gateway error (its code), an HTTP status (`http_503`), or a kind."""

@@ -5,10 +5,11 @@ The replicas of a route: load balancing, passive health, and failover.
 keeps its own view of them, and shares one thing with the other workers of the machine: which
 replicas are out of rotation (below).
 
-- Balancing: a request goes to the healthy replica with the fewest requests in flight; ties go
-  round-robin, so a light load spreads evenly too. The in-flight count is a lease released on
-  every exit path (success, error, timeout, client hang-up, cancellation): it is decremented in
-  a `finally`, never by a later event that might not come.
+- Balancing: the route's policy (`policies.py`) picks one of the healthy replicas: by default
+  the one with the fewest requests in flight, ties round-robin; with `session`, the session's
+  own replica. The in-flight count is a lease released on every exit path (success, error,
+  timeout, client hang-up, cancellation): it is decremented in a `finally`, never by a later
+  event that might not come.
 - Passive health: a replica that refuses a connection, times out connecting, drops the
   connection before answering, or answers 502/503/504 is ejected at once. A background probe
   asks its `/models` every `REPLICA_PROBE_INTERVAL_SECONDS`; it returns to rotation at the
@@ -33,6 +34,7 @@ replicas are out of rotation (below).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ import httpx
 
 from gateway.errors import GatewayError, UpstreamUnavailable
 from gateway.observability.metrics import metrics
+from gateway.routing.policies import FALLBACK, LeastOutstanding, Policy
 from gateway.shared.ejections import EJECTIONS, HELD_UNTIL, RETURNED_AT, local_cells
 from gateway.upstream.client import Upstream, close_response, map_transport_error
 from gateway.upstream.response import UpstreamResponse
@@ -115,10 +118,13 @@ class Route:
         cooldown_max: float,
         probe_timeout: float = 0.0,
         cells: Sequence[Any] | None = None,
+        policy: Policy | None = None,
     ) -> None:
         """`cells`: each replica's cells in the shared table (`ejections.replica_cells`); None:
-        this worker's own. `probe_timeout`: how long a probe may take to answer."""
+        this worker's own. `probe_timeout`: how long a probe may take to answer. `policy`: how a
+        healthy replica is picked (default `least_outstanding`)."""
         self.key = key
+        self.policy = policy or LeastOutstanding()
         self.urls = urls
         if cells is None:
             cells = [local_cells() for _ in urls]
@@ -129,26 +135,24 @@ class Route:
         # A hold must outlast the gap to the next probe's answer: an interval, the probe's own
         # time, and an interval to spare.
         self._hold_for = 2 * probe_interval + probe_timeout
-        self._next = 0
         self._in_flight = {r.url: metrics.replica_in_flight.labels(key, r.url) for r in self.replicas}
+        self._decisions = functools.partial(metrics.routing_decisions_for, key, self.policy.name)
 
     def healthy(self) -> list[Replica]:
         return [replica for replica in self.replicas if replica.healthy]
 
-    def choose(self, exclude: set[Replica]) -> Replica | None:
-        """The least-loaded healthy replica not yet tried, else the least recently failed one."""
+    def choose(self, exclude: set[Replica], session: str | None = None) -> Replica | None:
+        """The policy's pick among the healthy replicas not yet tried, else the least recently failed one."""
         candidates = [r for r in self.replicas if r.healthy and r not in exclude]
         if not candidates:  # the one whose hold ends first, then the least recently failed here
             ejected = [r for r in self.replicas if r not in exclude]
-            return min(ejected, key=lambda r: (r.cells[HELD_UNTIL], r.last_failure_at)) if ejected else None
-        fewest = min(r.in_flight for r in candidates)
-        count = len(self.replicas)
-        for offset in range(count):  # round-robin among the least loaded
-            replica = self.replicas[(self._next + offset) % count]
-            if replica in candidates and replica.in_flight == fewest:
-                self._next = (self._next + offset + 1) % count
-                return replica
-        return candidates[0]  # unreachable: some candidate has the fewest
+            if not ejected:
+                return None
+            self._decisions(FALLBACK).inc()
+            return min(ejected, key=lambda r: (r.cells[HELD_UNTIL], r.last_failure_at))
+        replica, reason = self.policy.choose(self.replicas, candidates, session)
+        self._decisions(reason).inc()
+        return replica
 
     def acquire(self, replica: Replica) -> None:
         replica.in_flight += 1
@@ -215,8 +219,9 @@ def _hold(replica: Replica, until: float) -> None:
 class Dispatch:
     """One request's attempts over a route's replicas; `release()` must follow in a `finally`."""
 
-    def __init__(self, route: Route, upstream: Upstream, max_attempts: int) -> None:
+    def __init__(self, route: Route, upstream: Upstream, max_attempts: int, session: str | None = None) -> None:
         self.route = route
+        self.session = session  # for a policy that keeps a session on one replica
         self.upstream = upstream
         self.max_attempts = max_attempts
         self.replica: Replica | None = None  # the replica holding this request's lease
@@ -238,7 +243,7 @@ class Dispatch:
         tried: set[Replica] = set()
         last: GatewayError | None = None
         while len(tried) < self.max_attempts:
-            replica = self.route.choose(tried)
+            replica = self.route.choose(tried, self.session)
             if replica is None:
                 break
             if tried:
@@ -259,7 +264,7 @@ class Dispatch:
                 raise map_transport_error(exc, self.route.key) from exc
             if response.status in RETRYABLE_STATUSES:
                 self.route.failed(replica, f"HTTP {response.status}")
-                if len(tried) < self.max_attempts and self.route.choose(tried) is not None:
+                if len(tried) < self.max_attempts and any(r not in tried for r in self.route.replicas):
                     await close_response(response)
                     continue
                 return response  # the last replica's error is relayed as it is

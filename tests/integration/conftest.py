@@ -61,3 +61,12 @@ def redis_prefix() -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[FakeVLLM]]:
+    """Three fake replicas of one model, `tiny-llama`."""
+    fakes = [FakeVLLM("tiny-llama") for _ in range(3)]
+    yield fakes
+    for fake in fakes:
+        fake.stop()

@@ -5,24 +5,15 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.procs import FakeVLLM, Gateway
 
 CHAT = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-
-
-@pytest.fixture
-def replicas() -> Iterator[list[FakeVLLM]]:
-    fakes = [FakeVLLM("tiny-llama") for _ in range(3)]
-    yield fakes
-    for fake in fakes:
-        fake.stop()
 
 
 def chat_count(fake: FakeVLLM) -> int:

@@ -44,8 +44,8 @@ def test_every_variable_the_settings_read_is_described() -> None:
     load_settings(environment, env_file=None)
     asked = {FALLBACKS.get(name, name) for name in environment.asked}
     assert asked - DESCRIBED == set()
-    # Routes are read from all the values at once (by prefix), not name by name.
-    assert DESCRIBED - asked == {"MODEL_ROUTE_<KEY>", "VLLM_BASE_URL"}
+    # Routes and their policies are read from all the values at once (by prefix), not name by name.
+    assert DESCRIBED - asked == {"MODEL_ROUTE_<KEY>", "VLLM_BASE_URL", "ROUTING_POLICY_<KEY>"}
 
 
 def test_env_example_is_every_variable_at_its_default() -> None:

@@ -14,7 +14,9 @@ async def _chat(request: Request, *, stream: bool) -> HTTPResponse | None:
     payload = ApiChat.parse(request.body, request.headers.get("x-model-key"), stream=stream)
     relay = proxy.stream if stream else proxy.complete
     body = proxy.api_body(payload.upstream_body)
-    return await relay(request, "/chat/completions", body, model_key=payload.model_key, model=payload.model)
+    return await relay(
+        request, "/chat/completions", body, model_key=payload.model_key, model=payload.model, user=payload.user
+    )
 
 
 @bp.post("/chat")

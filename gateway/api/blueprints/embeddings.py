@@ -26,4 +26,5 @@ async def embeddings(request: Request) -> HTTPResponse:
         proxy.api_body(payload.upstream_body),
         model_key=payload.model_key,
         model=payload.model,
+        user=payload.user,
     )

@@ -28,7 +28,12 @@ async def _forward(request: Request, endpoint: str) -> HTTPResponse | None:
     proxy = request.app.ctx.services.proxy
     relay = proxy.stream if payload.stream else proxy.complete
     return await relay(
-        request, endpoint, request.body, model_key=request.headers.get("x-model-key") or None, model=payload.model
+        request,
+        endpoint,
+        request.body,
+        model_key=request.headers.get("x-model-key") or None,
+        model=payload.model,
+        user=payload.user,
     )
 
 

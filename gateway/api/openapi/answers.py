@@ -122,6 +122,9 @@ class RouteStatus(BaseModel):
 
     model_config = _OWN
     key: str = Field(description="The route key (`MODEL_ROUTE_<KEY>`).")
+    policy: Literal["least_outstanding", "session"] = Field(
+        description="How it picks a replica (`ROUTING_POLICY`, `ROUTING_POLICY_<KEY>`)."
+    )
     replicas: list[ReplicaStatus] = Field(description="Its replicas, in configured order.")
 
 

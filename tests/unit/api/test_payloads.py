@@ -79,12 +79,13 @@ def test_openai_body_reads_only_model_and_stream() -> None:
 
 @pytest.mark.parametrize("model", [None, "m", 1, True, [], {}])
 @pytest.mark.parametrize("stream", [None, True, False, 0, 1, "true", []])
-def test_the_inline_routing_read_agrees_with_the_model(model: object, stream: object) -> None:
+@pytest.mark.parametrize("user", [None, "u-1", 7])
+def test_the_inline_routing_read_agrees_with_the_model(model: object, stream: object, user: object) -> None:
     # OpenAIBody.parse tells the common case apart inline; OpenAIRouting decides the rest.
-    data = {"model": model, "stream": stream, "messages": []}
+    data = {"model": model, "stream": stream, "user": user, "messages": []}
     try:
         routing = check(OpenAIRouting, data)
-        expected: object = OpenAIBody(model=routing.model, stream=bool(routing.stream))
+        expected: object = OpenAIBody(model=routing.model, stream=bool(routing.stream), user=routing.user)
     except BadRequest as exc:
         expected = exc.message
     try:

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 from gateway.shared.hashing import double_hash
+from tests.procs import run_elsewhere
 
 
 def test_the_hash_is_the_same_in_another_process_whatever_its_hash_seed() -> None:
     keys = ["127.0.0.1", "r|http://127.0.0.1:8001/v1", "é"]
     code = "import sys; from gateway.shared.hashing import double_hash; print([double_hash(k) for k in sys.argv[1:]])"
-    other = subprocess.run(
-        [sys.executable, "-c", code, *keys],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-        env={"PYTHONHASHSEED": "12345", "PATH": ""},
-        cwd=Path(__file__).resolve().parents[3],
-    )
-    assert other.stdout.strip() == str([double_hash(key) for key in keys])
+    assert run_elsewhere(code, *keys) == str([double_hash(key) for key in keys])
 
 
 def test_a_double_holds_it_exactly_and_zero_stays_free() -> None:

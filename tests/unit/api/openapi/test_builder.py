@@ -144,6 +144,7 @@ def test_the_api_chat_body_documents_every_field_with_its_type(spec: dict[str, A
         "system": "string",
         "temperature": "number",
         "max_tokens": "integer",
+        "user": "string",  # passed on to vLLM; the session's key with ROUTING_POLICY=session
     }
     assert all(prop.get("description") for prop in properties.values())
     # What the gateway checks, and what vLLM refuses with a 400.
@@ -151,7 +152,7 @@ def test_the_api_chat_body_documents_every_field_with_its_type(spec: dict[str, A
     assert properties["messages"]["minItems"] == 1
     assert properties["max_tokens"]["minimum"] == 1
     assert properties["temperature"]["minimum"] == 0
-    for name in ("model", "modelKey", "system", "temperature", "max_tokens"):
+    for name in ("model", "modelKey", "system", "temperature", "max_tokens", "user"):
         assert properties[name]["nullable"] is True, name  # a null is taken as an absent field
     for component in ("ApiEmbeddingsRequest", "OpenAIEmbeddingsRequest", "OpenAICompletionRequest"):
         properties = spec["components"]["schemas"][component]["properties"]

@@ -1,0 +1,126 @@
+"""
+How a route picks one of its healthy replicas: `ROUTING_POLICY` (every route) and
+`ROUTING_POLICY_<KEY>` (one route).
+
+- `least_outstanding` (the default): the replica with the fewest requests in flight from this
+  worker; ties go round-robin, so that a light load spreads evenly too.
+- `session`: the requests of one session (the `SESSION_HEADER` header, else the body's `user`)
+  go to one replica, where vLLM keeps the conversation's prefix in its KV cache. The replica is
+  chosen by rendezvous hashing (the highest hash of session and replica URL), a pure function of
+  the two: every worker of every instance makes the same choice with nothing shared, and a
+  replica's ejection moves only its own sessions, each to its own next choice. The load is
+  bounded: a replica with more than `LOAD_FACTOR` times the route's mean in flight (from this
+  worker) takes no session new to it, which goes to its next choice instead; a session this
+  worker has placed there before stays up to twice that bound, so that an overloaded replica
+  sheds new sessions, not old ones. A request without a session is balanced as
+  `least_outstanding`.
+
+Each choice is counted by its reason in `gateway_routing_decisions_total`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from gateway.settings import RoutingPolicy
+
+if TYPE_CHECKING:
+    from gateway.routing.replicas import Replica
+
+__all__ = ["LeastOutstanding", "Policy", "SessionAffinity", "policy_for", "rendezvous_score"]
+
+# Why a replica was chosen, as counted in the metric.
+LEAST_LOADED = "least_loaded"
+AFFINITY = "affinity"  # the session's own replica
+LOAD_OVERRIDE = "load_override"  # its own replica was over the bound: the next one that is not
+NO_SESSION = "no_session"  # a request without a session key, balanced by load
+FALLBACK = "fallback"  # every replica out of rotation: the one that should be back first
+
+
+class Policy(Protocol):
+    name: RoutingPolicy
+    uses_session: bool
+
+    def choose(
+        self, replicas: Sequence[Replica], candidates: list[Replica], session: str | None
+    ) -> tuple[Replica, str]:
+        """One of `candidates` (healthy, not yet tried; never empty) and the reason for it.
+        `replicas` are all of the route's, in configured order."""
+        ...
+
+
+class LeastOutstanding:
+    name: RoutingPolicy = "least_outstanding"
+    uses_session = False
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def choose(
+        self, replicas: Sequence[Replica], candidates: list[Replica], session: str | None
+    ) -> tuple[Replica, str]:
+        return self.least_loaded(replicas, candidates), LEAST_LOADED
+
+    def least_loaded(self, replicas: Sequence[Replica], candidates: list[Replica]) -> Replica:
+        fewest = min(replica.in_flight for replica in candidates)
+        count = len(replicas)
+        for offset in range(count):  # round-robin among the least loaded
+            replica = replicas[(self._next + offset) % count]
+            if replica.in_flight == fewest and replica in candidates:
+                self._next = (self._next + offset + 1) % count
+                return replica
+        return candidates[0]  # unreachable: some candidate has the fewest
+
+
+def rendezvous_score(session: str, url: str) -> int:
+    """The same in every process: a hash of both, not Python's per-process `hash()`."""
+    digest = hashlib.blake2b(f"{url}\0{session}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+class SessionAffinity:
+    name: RoutingPolicy = "session"
+    uses_session = True
+    LOAD_FACTOR = 1.25
+    # Sessions this worker has placed, newest last; the oldest are forgotten beyond this many.
+    REMEMBERED = 100_000
+
+    def __init__(self) -> None:
+        self._balance = LeastOutstanding()
+        self._placed: OrderedDict[str, Replica] = OrderedDict()
+
+    def choose(
+        self, replicas: Sequence[Replica], candidates: list[Replica], session: str | None
+    ) -> tuple[Replica, str]:
+        if not session:
+            return self._balance.least_loaded(replicas, candidates), NO_SESSION
+        ranked = sorted(candidates, key=lambda replica: rendezvous_score(session, replica.url), reverse=True)
+        total = sum(replica.in_flight for replica in candidates)
+        bound = math.ceil(self.LOAD_FACTOR * (total + 1) / len(candidates))
+        own = ranked[0]
+        before = self._placed.get(session)
+        if own.in_flight < bound or (before is own and own.in_flight < 2 * bound):
+            return self._place(session, own), AFFINITY
+        if before is not None and before in candidates and before.in_flight < 2 * bound:
+            return self._place(session, before), LOAD_OVERRIDE  # where it went last time, still
+        for replica in ranked[1:]:
+            if replica.in_flight < bound:
+                return self._place(session, replica), LOAD_OVERRIDE
+        return self._place(session, min(ranked, key=lambda replica: replica.in_flight)), LOAD_OVERRIDE
+
+    def _place(self, session: str, replica: Replica) -> Replica:
+        placed = self._placed
+        placed[session] = replica
+        placed.move_to_end(session)
+        if len(placed) > self.REMEMBERED:
+            placed.popitem(last=False)
+        return replica
+
+
+def policy_for(name: RoutingPolicy) -> Policy:
+    """A new policy object (each route has its own state)."""
+    return SessionAffinity() if name == "session" else LeastOutstanding()
