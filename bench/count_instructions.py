@@ -4,7 +4,7 @@ callgrind: the same count for the same code whatever else the machine is doing, 
 the code compare to a fraction of a percent on a VM whose timings swing by a third.
 
     .venv/bin/python bench/count_instructions.py [--ref COMMIT ...] [--streams 200] [--chunks 1]
-        [--path /v1/chat/completions|/api/chat/stream]
+        [--path /v1/chat/completions|/api/chat/stream] [--gateway-env KEY=VAL ...]
 
 For the working tree and each `--ref` (that commit's gateway/), in turn: the fake vLLM server
 (natively), then `python -m gateway` with WORKERS=1 under `valgrind --tool=callgrind` (about 50
@@ -54,6 +54,7 @@ def count(code: str, fake: servers.Server, args: argparse.Namespace) -> int:
     target = next(t for t in chat_targets(stream=True, chunks=args.chunks) if t.path == args.path)
     port, folder = servers.free_port(), tempfile.mkdtemp(prefix="count-instructions-")
     env = {**servers.gateway_env(code, port, fake, workers=1), "PIN_WORKERS": "0"}
+    env.update(item.split("=", 1) for item in args.gateway_env)
     argv = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={folder}/cg.%p",
             sys.executable, "-c", LAUNCHER]  # fmt: skip
     gateway = servers.Server("gateway-callgrind", argv, env, folder)
@@ -86,6 +87,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200, help="streams counted (default 200)")
     parser.add_argument("--chunks", type=int, default=1, help="content events per stream (default 1)")
     parser.add_argument("--path", default="/v1/chat/completions", choices=["/v1/chat/completions", "/api/chat/stream"])
+    parser.add_argument(
+        "--gateway-env", action="append", default=[], metavar="KEY=VAL", help="a setting for every gateway measured"
+    )
     args = parser.parse_args()
     if args.streams < BURST:
         parser.error(f"--streams must be {BURST} or more")

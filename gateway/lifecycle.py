@@ -31,6 +31,7 @@ from gateway.process.supervisor import REPLACES_ENV
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.shared import ejections as ejections_module
+from gateway.shared import engine_load
 
 __all__ = ["install"]
 
@@ -55,6 +56,7 @@ def prepare_shared_state(app: Sanic) -> None:
     if settings.rate_limit_per_min:
         app.shared_ctx.rate_table = create_shared_table()
     app.shared_ctx.ejections = ejections_module.create_table(settings.routes)
+    app.shared_ctx.engine_load = engine_load.create_table(settings.routes)
 
 
 def remove_shared_state(app: Sanic) -> None:

@@ -20,12 +20,13 @@ from gateway.api.catalogue import Catalogue
 from gateway.api.proxy import Proxy
 from gateway.observability.metrics import metrics
 from gateway.process.server import StopSignals
+from gateway.routing.engine_metrics import STALE_AFTER_INTERVALS, EngineMetricsReader
 from gateway.routing.models_cache import ModelList, ModelsCache, merge_listings
 from gateway.routing.policies import policy_for
 from gateway.routing.replicas import Route
 from gateway.routing.router import Router
 from gateway.settings import Settings
-from gateway.shared import ejections
+from gateway.shared import ejections, engine_load
 from gateway.shared.redis_store import RedisStore, connect_redis
 from gateway.upstream.base import Transport
 from gateway.upstream.client import Upstream
@@ -45,6 +46,7 @@ class Services:
     guard: Guard
     proxy: Proxy
     catalogue: Catalogue
+    engine_metrics: EngineMetricsReader | None = None
     # Set once the worker serves, and when it begins to stop.
     stop_signals: StopSignals | None = None
     stream_deadline: asyncio.Task[None] | None = None
@@ -62,6 +64,8 @@ class Services:
         upstream = Upstream(settings, transport=transport)
         store = _redis_store(settings) if settings.use_redis else None
         shared_cells = _shared_replica_cells(shared_ctx, settings)
+        interval = settings.engine_metrics_interval_seconds
+        engine_table, engine_cells = _shared_engine_cells(shared_ctx, settings)
         routes = {
             key: Route(
                 key,
@@ -72,9 +76,16 @@ class Services:
                 probe_timeout=settings.health_timeout_seconds,
                 cells=shared_cells.get(key),
                 policy=policy_for(settings.routing_policy(key)),
+                engine_cells=engine_cells.get(key),
+                engine_stale_after=STALE_AFTER_INTERVALS * interval,
             )
             for key, urls in settings.routes.items()
         }
+        engine_metrics = None
+        if interval:
+            every_replica = [replica for route in routes.values() for replica in route.replicas]
+            engine_metrics = EngineMetricsReader(every_replica, upstream, interval, engine_table)
+            engine_metrics.start()
 
         async def list_route(route_key: str) -> ModelList | None:
             route = routes[route_key]
@@ -96,12 +107,15 @@ class Services:
             ),
             proxy=Proxy(settings, router, upstream),
             catalogue=Catalogue(settings, router, upstream),
+            engine_metrics=engine_metrics,
         )
 
     async def aclose(self) -> None:
         """After the server stopped: in-flight handlers have finished or been cancelled."""
         if self.stream_deadline is not None:
             self.stream_deadline.cancel()
+        if self.engine_metrics is not None:
+            self.engine_metrics.close()
         for route in self.routes.values():
             route.close()
         self.models.close()
@@ -133,6 +147,15 @@ def _shared_replica_cells(shared_ctx: Any, settings: Settings) -> dict[str, list
         logger.warning("this worker's routes differ from the main process's: it keeps its own view of replica health")
         return {}
     return cells
+
+
+def _shared_engine_cells(shared_ctx: Any, settings: Settings) -> tuple[Any | None, dict[str, list[Any]]]:
+    """The machine's engine-load table and the replicas' cells in it; none in a single process."""
+    table = getattr(shared_ctx, "engine_load", None)
+    cells = engine_load.replica_cells(table, settings.routes) if table is not None else None
+    if cells is None:
+        return None, {}  # this worker reads the engines' metrics for itself
+    return table, cells
 
 
 def _redis_store(settings: Settings) -> RedisStore:

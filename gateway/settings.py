@@ -44,6 +44,7 @@ class Settings:
     # Route key -> how its replicas are picked (`gateway/routing/policies.py`), for every route.
     routing_policies: Mapping[str, RoutingPolicy] = field(default_factory=dict)
     session_header: str = "x-session-id"  # lower-cased
+    engine_metrics_interval_seconds: float = 1.0  # 0: vLLM's /metrics are not read
 
     # Upstream timeouts; `total_timeout_seconds` None means no overall deadline.
     connect_timeout_seconds: float = 5.0

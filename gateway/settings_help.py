@@ -92,6 +92,12 @@ VARIABLES: tuple[Variable, ...] = (
         example="# ROUTING_POLICY_tiny=session",
     ),
     Variable("SESSION_HEADER", "X-Session-ID", "the header with a session's key (else the body's user field)", _R),
+    Variable(
+        "ENGINE_METRICS_INTERVAL_SECONDS",
+        "1",
+        "how often each replica's vLLM /metrics (its queue) are read, once per machine, for balancing; 0: never",
+        _R,
+    ),
     Variable("CONNECT_TIMEOUT_SECONDS", "5", "connecting to a vLLM server", _U),
     Variable("READ_TIMEOUT_SECONDS", "120", "waiting for vLLM's next bytes (response headers, next chunk)", _U),
     Variable("WRITE_TIMEOUT_SECONDS", "30", "sending a request body to vLLM", _U),

@@ -221,6 +221,7 @@ def load_settings(
         routes=routes,
         routing_policies=routing_policies(values, routes, env.text("ROUTING_POLICY")),
         session_header=session_header(env.text("SESSION_HEADER")),
+        engine_metrics_interval_seconds=seconds("ENGINE_METRICS_INTERVAL_SECONDS", 1.0, low=0.0, high=60.0),
         default_model_key=default_model_key,
         default_model_name=env.text("DEFAULT_MODEL_NAME"),
         allowed_models=frozenset(allowed) if allowed else None,

@@ -7,7 +7,7 @@ A small, fast fake of vLLM's OpenAI-compatible server, for tests, benchmarks and
 When ready it prints `fake-vllm listening on http://HOST:PORT/v1 models=[...]` on stdout (`--port 0` picks a
 free port). SIGTERM and SIGINT exit with status 0. Without `--quiet`, each response is logged on stderr.
 
-Endpoints: GET /v1/models, /health, /version; POST /v1/chat/completions, /v1/completions, /v1/embeddings.
+Endpoints: GET /v1/models, /health, /version, /metrics (vLLM's load gauges); POST /v1/chat/completions, /v1/completions, /v1/embeddings.
 Bodies, SSE framing, headers and errors copy vLLM 0.32.0 as captured in real-vllm-cpu.md. The text is
 "tok0 tok1 ...", one token per SSE content event: `chunks` tokens ending with "stop", or `max_tokens` tokens
 ending with "length" when max_tokens <= chunks. Token counts are word counts. Embeddings are unit vectors
@@ -19,8 +19,9 @@ Test knobs, global until reset; a request body's `"fake": {...}` applies them to
     GET  /_fake/stats         requests (path -> count), open_connections, connections (those that carried API requests), aborted, last_abort_at, dropped,
                               request_ids (last 200 X-Request-Id), last_headers (last POST), completed
 The knobs are the fields of `Knobs` (scripts/fakevllm/common.py). Requests to /_fake/* are left out of
-the stats. The parts are in scripts/fakevllm/: common.py (knobs, stats, errors), wire.py (HTTP/1.1),
-app.py (the endpoints), bodies.py (reading bodies, building answers).
+the stats, and those to /metrics are counted by path only. The parts are in scripts/fakevllm/:
+common.py (knobs, stats, errors), wire.py (HTTP/1.1), app.py (the endpoints), bodies.py (reading
+bodies, building answers).
 """
 
 from __future__ import annotations

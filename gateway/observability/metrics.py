@@ -200,7 +200,7 @@ class Metrics:
         )
         self.routing_decisions = _Counter(
             "gateway_routing_decisions_total",
-            "Replica choices by route, policy and reason (least_loaded, affinity, load_override, no_session, fallback).",
+            "Replica choices among several by route, policy and reason (affinity, load_override, no_session, fallback).",
             ["route", "policy", "reason"],
         )
 

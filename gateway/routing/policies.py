@@ -2,20 +2,22 @@
 How a route picks one of its healthy replicas: `ROUTING_POLICY` (every route) and
 `ROUTING_POLICY_<KEY>` (one route).
 
-- `least_outstanding` (the default): the replica with the fewest requests in flight from this
-  worker; ties go round-robin, so that a light load spreads evenly too.
+- `least_outstanding` (the default): the replica with the least load (`Replica.load`: vLLM's own
+  queue from its `/metrics` plus what this worker sent it since, or this worker's requests in
+  flight when there is no fresh reading); ties go round-robin, so that a light load spreads evenly.
 - `session`: the requests of one session (the `SESSION_HEADER` header, else the body's `user`)
   go to one replica, where vLLM keeps the conversation's prefix in its KV cache. The replica is
   chosen by rendezvous hashing (the highest hash of session and replica URL), a pure function of
   the two: every worker of every instance makes the same choice with nothing shared, and a
   replica's ejection moves only its own sessions, each to its own next choice. The load is
-  bounded: a replica with more than `LOAD_FACTOR` times the route's mean in flight (from this
-  worker) takes no session new to it, which goes to its next choice instead; a session this
+  bounded: a replica with more than `LOAD_FACTOR` times the route's mean load takes no session
+  new to it, which goes to its next choice instead; a session this
   worker has placed there before stays up to twice that bound, so that an overloaded replica
   sheds new sessions, not old ones. A request without a session is balanced as
   `least_outstanding`.
 
-Each choice is counted by its reason in `gateway_routing_decisions_total`.
+Each choice among several replicas is counted by its reason in `gateway_routing_decisions_total`,
+but for least_outstanding's, which `gateway_replica_requests_total` counts already.
 """
 
 from __future__ import annotations
@@ -66,11 +68,12 @@ class LeastOutstanding:
         return self.least_loaded(replicas, candidates), LEAST_LOADED
 
     def least_loaded(self, replicas: Sequence[Replica], candidates: list[Replica]) -> Replica:
-        fewest = min(replica.in_flight for replica in candidates)
+        loads = {replica: replica.load() for replica in candidates}
+        fewest = min(loads.values())
         count = len(replicas)
         for offset in range(count):  # round-robin among the least loaded
             replica = replicas[(self._next + offset) % count]
-            if replica.in_flight == fewest and replica in candidates:
+            if loads.get(replica) == fewest:
                 self._next = (self._next + offset + 1) % count
                 return replica
         return candidates[0]  # unreachable: some candidate has the fewest
@@ -99,18 +102,18 @@ class SessionAffinity:
         if not session:
             return self._balance.least_loaded(replicas, candidates), NO_SESSION
         ranked = sorted(candidates, key=lambda replica: rendezvous_score(session, replica.url), reverse=True)
-        total = sum(replica.in_flight for replica in candidates)
-        bound = math.ceil(self.LOAD_FACTOR * (total + 1) / len(candidates))
+        loads = {replica: replica.load() for replica in candidates}
+        bound = math.ceil(self.LOAD_FACTOR * (sum(loads.values()) + 1) / len(candidates))
         own = ranked[0]
         before = self._placed.get(session)
-        if own.in_flight < bound or (before is own and own.in_flight < 2 * bound):
+        if loads[own] < bound or (before is own and loads[own] < 2 * bound):
             return self._place(session, own), AFFINITY
-        if before is not None and before in candidates and before.in_flight < 2 * bound:
+        if before is not None and before in loads and loads[before] < 2 * bound:
             return self._place(session, before), LOAD_OVERRIDE  # where it went last time, still
         for replica in ranked[1:]:
-            if replica.in_flight < bound:
+            if loads[replica] < bound:
                 return self._place(session, replica), LOAD_OVERRIDE
-        return self._place(session, min(ranked, key=lambda replica: replica.in_flight)), LOAD_OVERRIDE
+        return self._place(session, min(ranked, key=loads.__getitem__)), LOAD_OVERRIDE
 
     def _place(self, session: str, replica: Replica) -> Replica:
         placed = self._placed

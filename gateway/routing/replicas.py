@@ -44,7 +44,8 @@ import httpx
 
 from gateway.errors import GatewayError, UpstreamUnavailable
 from gateway.observability.metrics import metrics
-from gateway.routing.policies import FALLBACK, LeastOutstanding, Policy
+from gateway.routing.policies import FALLBACK, LEAST_LOADED, LeastOutstanding, Policy
+from gateway.shared import engine_load
 from gateway.shared.ejections import EJECTIONS, HELD_UNTIL, RETURNED_AT, local_cells
 from gateway.upstream.client import Upstream, close_response, map_transport_error
 from gateway.upstream.response import UpstreamResponse
@@ -79,6 +80,32 @@ class Replica:
     probe: asyncio.Task[None] | None = field(default=None, repr=False)
     cells: Any = field(default_factory=local_cells, repr=False)  # shared with the other workers
     held_until: float = 0.0  # what this worker last wrote to cells[HELD_UNTIL]
+    # vLLM's own queue, as the machine last read it (`engine_metrics.py`); stale after this long.
+    engine: Any = field(default_factory=engine_load.local_cells, repr=False)
+    engine_stale_after: float = 0.0  # 0: engine metrics are not read
+    _engine_seen: float = field(default=0.0, repr=False)  # the reading `load` last met
+    _in_flight_then: int = field(default=0, repr=False)  # this worker's in flight when it met it
+
+    def engine_reading(self) -> Any | None:
+        """The cells of a reading young enough to go by, else None."""
+        engine = self.engine
+        read_at = engine[engine_load.READ_AT]
+        if not read_at or time.monotonic() - read_at > self.engine_stale_after:
+            return None
+        return engine
+
+    def load(self) -> float:
+        """What balancing goes by: vLLM's waiting and running requests at its last reading, plus
+        the requests this worker sent it since (instant); this worker's in-flight count alone
+        when there is no fresh reading."""
+        engine = self.engine_reading()
+        if engine is None:
+            return self.in_flight
+        read_at = engine[engine_load.READ_AT]
+        if read_at != self._engine_seen:
+            self._engine_seen, self._in_flight_then = read_at, self.in_flight
+        queued = engine[engine_load.WAITING] + engine[engine_load.RUNNING]
+        return float(queued + max(0, self.in_flight - self._in_flight_then))
 
     @property
     def healthy(self) -> bool:
@@ -94,6 +121,7 @@ class Replica:
         return int(self.cells[EJECTIONS])
 
     def status(self) -> dict[str, Any]:
+        engine = self.engine_reading()
         return {
             "url": self.url,
             "state": "healthy" if self.healthy else "ejected",
@@ -103,6 +131,14 @@ class Replica:
             "errors": self.errors,
             "ejections": self.ejections,
             "last_error": self.last_error,
+            "engine": None
+            if engine is None
+            else {
+                "waiting": int(engine[engine_load.WAITING]),
+                "running": int(engine[engine_load.RUNNING]),
+                "kv_cache_usage": round(engine[engine_load.KV_USAGE], 4),
+                "age_ms": round((time.monotonic() - engine[engine_load.READ_AT]) * 1000),
+            },
         }
 
 
@@ -119,6 +155,8 @@ class Route:
         probe_timeout: float = 0.0,
         cells: Sequence[Any] | None = None,
         policy: Policy | None = None,
+        engine_cells: Sequence[Any] | None = None,
+        engine_stale_after: float = 0.0,
     ) -> None:
         """`cells`: each replica's cells in the shared table (`ejections.replica_cells`); None:
         this worker's own. `probe_timeout`: how long a probe may take to answer. `policy`: how a
@@ -128,7 +166,12 @@ class Route:
         self.urls = urls
         if cells is None:
             cells = [local_cells() for _ in urls]
-        self.replicas = [Replica(url, cells=own) for url, own in zip(urls, cells, strict=True)]
+        if engine_cells is None:
+            engine_cells = [engine_load.local_cells() for _ in urls]
+        self.replicas = [
+            Replica(url, cells=own, engine=engine, engine_stale_after=engine_stale_after)
+            for url, own, engine in zip(urls, cells, engine_cells, strict=True)
+        ]
         self._probe = probe
         self._probe_interval = probe_interval
         self._cooldown_max = cooldown_max
@@ -150,8 +193,11 @@ class Route:
                 return None
             self._decisions(FALLBACK).inc()
             return min(ejected, key=lambda r: (r.cells[HELD_UNTIL], r.last_failure_at))
+        if len(candidates) == 1:
+            return candidates[0]  # nothing to decide (and least_loaded is not counted: below)
         replica, reason = self.policy.choose(self.replicas, candidates, session)
-        self._decisions(reason).inc()
+        if reason is not LEAST_LOADED:  # those are gateway_replica_requests_total already
+            self._decisions(reason).inc()
         return replica
 
     def acquire(self, replica: Replica) -> None:

@@ -14,19 +14,15 @@ single process, as in tests); `Route` uses either the same way. Cells are read a
 without the table's lock: an aligned double is read whole, and a lost update between two workers
 can only shorten one hold, until the next probe writes it again.
 
-The first double holds a fingerprint of the routes the table was laid out for. A worker whose
-settings differ from the main process's (a `.env` edited before a worker restarted) keeps a view
-of its own rather than read other replicas' cells.
+The first double holds a fingerprint of the routes the table was laid out for (`tables.py`).
 """
 
 from __future__ import annotations
 
-import ctypes
-import multiprocessing
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.shared.hashing import double_hash
+from gateway.shared import tables
 
 __all__ = ["EJECTIONS", "HELD_UNTIL", "RETURNED_AT", "create_table", "local_cells", "replica_cells"]
 
@@ -35,33 +31,14 @@ _CELLS = 3  # per replica
 _HEADER = 1  # the layout's fingerprint
 
 
-def _fingerprint(routes: Mapping[str, tuple[str, ...]]) -> float:
-    """The routes' layout, as one double."""
-    return double_hash("\n".join(f"{key}={','.join(routes[key])}" for key in sorted(routes)))
-
-
 def create_table(routes: Mapping[str, tuple[str, ...]]) -> Any:
     """The shared table for `routes`; make it in the main process, before the workers start."""
-    replicas = sum(len(urls) for urls in routes.values())
-    table = multiprocessing.Array(ctypes.c_double, _HEADER + _CELLS * replicas)
-    table.get_obj()[0] = _fingerprint(routes)
-    return table
+    return tables.create_table("", routes, _HEADER, _CELLS)
 
 
 def replica_cells(table: Any, routes: Mapping[str, tuple[str, ...]]) -> dict[str, list[Any]] | None:
     """Each route's replicas' cells in `table`, in URL order; None if it was laid out for other routes."""
-    values = table.get_obj()
-    if values[0] != _fingerprint(routes):
-        return None
-    doubles = memoryview(values).cast("B").cast("d")
-    cells: dict[str, list[Any]] = {}
-    start = _HEADER
-    for key in sorted(routes):  # not the environment's order: every process must agree
-        cells[key] = []
-        for _ in routes[key]:
-            cells[key].append(doubles[start : start + _CELLS])
-            start += _CELLS
-    return cells
+    return tables.replica_views(table, "", routes, _HEADER, _CELLS)
 
 
 def local_cells() -> list[float]:

@@ -174,6 +174,12 @@ class Upstream:
             raise
         return response
 
+    async def get(self, url: str, timeout_seconds: float) -> UpstreamResponse:
+        """GET `url` and read the answer, all within `timeout_seconds`."""
+        timeouts = Timeouts(connect=timeout_seconds, read=timeout_seconds, write=timeout_seconds)
+        async with asyncio.timeout(timeout_seconds):
+            return await self._read("GET", url, _BASE_HEADERS, None, timeouts)
+
     async def list_models(self, url: str) -> ModelList | None:
         """GET `{url}/models`; None if the upstream is down or answers with something unusable."""
         started = time.perf_counter()

@@ -24,10 +24,12 @@ class FakeVLLM:
         self.stats = Stats()
         self.connections: set[Connection] = set()
         self._date, self._date_second = b"", -1
+        self.running = 0  # API POSTs under way: vllm:num_requests_running
         self.routes: dict[str, dict[str, Handler]] = {
             "/v1/models": {"GET": self.models},
             "/health": {"GET": self.health},
             "/version": {"GET": self.version},
+            "/metrics": {"GET": self.metrics},
             "/v1/chat/completions": {"POST": self.chat_completions},
             "/v1/completions": {"POST": self.completions},
             "/v1/embeddings": {"POST": self.embeddings},
@@ -44,11 +46,13 @@ class FakeVLLM:
 
     async def dispatch(self, conn: Connection, request: Request) -> None:
         internal = request.path.startswith("/_fake/")
+        scrape = request.path == "/metrics"  # counted by path only: not API traffic
         if not internal:
+            self.stats.requests[request.path] += 1
+        if not internal and not scrape:
             if not conn.served_api:
                 conn.served_api = True
                 self.stats.connections += 1
-            self.stats.requests[request.path] += 1
             if "x-request-id" in request.headers:
                 self.stats.request_ids.append(request.headers["x-request-id"])
             if request.method == "POST":
@@ -60,13 +64,18 @@ class FakeVLLM:
             if request.method not in methods:
                 allow = b"allow: %b\r\n" % ", ".join(methods).encode()
                 raise HTTPError(405, body=b'{"detail":"Method Not Allowed"}', extra=allow)
-            await methods[request.method](conn, request)
+            running = request.method == "POST" and not internal
+            self.running += running
+            try:
+                await methods[request.method](conn, request)
+            finally:
+                self.running -= running
         except HTTPError as exc:
             conn.send(exc.status, exc.body, exc.extra)
         except Exception:  # noqa: BLE001 - a bug in the fake: answer like a crashed server, keep serving
             traceback.print_exc()
             conn.send(500, HTTPError(500, "fake-vllm internal error").body)
-        if not internal and not conn.dropped:
+        if not internal and not scrape and not conn.dropped:
             self.stats.completed += 1
 
     # -- the vLLM API
@@ -86,6 +95,23 @@ class FakeVLLM:
 
     async def health(self, conn: Connection, request: Request) -> None:
         conn.transport.write(conn.head(200, None, 0))
+
+    async def metrics(self, conn: Connection, request: Request) -> None:
+        """The load gauges of vLLM's own /metrics, by its names (vLLM 0.32.0)."""
+        knobs = self.knobs
+        if knobs.metrics_status:
+            raise HTTPError(knobs.metrics_status, f"fake-vllm: injected status {knobs.metrics_status}")
+        labels = f'{{engine="0",model_name="{knobs.models[0]}"}}'
+        gauges = (
+            ("num_requests_running", "Number of requests in model execution batches.", float(self.running)),
+            ("num_requests_waiting", "Number of requests waiting to be processed.", float(knobs.waiting)),
+            ("kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", knobs.kv_cache_usage),
+        )
+        text = "".join(
+            f"# HELP vllm:{name} {doc}\n# TYPE vllm:{name} gauge\nvllm:{name}{labels} {value!r}\n"
+            for name, doc, value in gauges
+        )
+        conn.send(200, text.encode(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
 
     async def version(self, conn: Connection, request: Request) -> None:
         conn.send(200, b'{"version":"0.0.0-fake"}')

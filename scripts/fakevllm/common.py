@@ -45,6 +45,9 @@ class Knobs:
     status: int | None = None  # answer every API POST with this status and a vLLM error body
     models_delay: float = 0.0
     models_status: int | None = None  # answer GET /v1/models with this status
+    waiting: int = 0  # vllm:num_requests_waiting in /metrics (running is the requests under way)
+    kv_cache_usage: float = 0.0  # vllm:kv_cache_usage_perc in /metrics
+    metrics_status: int | None = None  # answer GET /metrics with this status
 
     def merged(self, overrides: Any) -> Knobs:
         if not isinstance(overrides, dict):
@@ -65,6 +68,8 @@ def check_knob(key: str, value: Any) -> Any:
     if key.endswith("status") and (value is None or is_int and (value == 0 or 100 <= value <= 599)):
         return value or None  # 0 switches it off too
     if key.endswith("_after") and (value is None or is_int and value >= 0):
+        return value
+    if key == "waiting" and is_int and value >= 0:
         return value
     if key in ("chunks", "embedding_dim") and is_int and 1 <= value <= (MAX_MODEL_LEN if key == "chunks" else 65536):
         return value

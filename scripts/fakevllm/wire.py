@@ -127,8 +127,8 @@ class Connection(asyncio.Protocol):
             print(self.log_line, status, file=sys.stderr)
         return b"".join(parts)
 
-    def send(self, status: int, body: bytes, extra: bytes = b"") -> None:
-        self.transport.write(self.head(status, JSON, len(body), extra) + body)
+    def send(self, status: int, body: bytes, extra: bytes = b"", content_type: bytes = JSON) -> None:
+        self.transport.write(self.head(status, content_type, len(body), extra) + body)
 
     def send_event(self, data: bytes) -> None:
         """One SSE event in its own HTTP chunk, as vLLM sends them."""

@@ -400,17 +400,28 @@ def redis_with_a_bad_key() -> Iterator[RedisServer]:
     redis.stop()
 
 
+@pytest.fixture
+def session_upstream() -> Iterator[FakeVLLM]:
+    fake = FakeVLLM("session-model")
+    yield fake
+    fake.stop()
+
+
 def test_every_query_names_metrics_and_labels_that_the_gateway_exports(
     start_gateway: Callable[..., Gateway],
     chat_upstream: FakeVLLM,
     embed_upstream: FakeVLLM,
     redis_with_a_bad_key: RedisServer,
+    session_upstream: FakeVLLM,
 ) -> None:
     refused = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there: listed first, met first
     gateway = start_gateway(
         workers=2,
         MODEL_ROUTE_chat=f"{refused},{chat_upstream.url}",
         MODEL_ROUTE_embed=embed_upstream.url,
+        # Two names of one server: a route whose policy has a choice to count.
+        MODEL_ROUTE_sessions=f"{session_upstream.url},{session_upstream.url.replace('127.0.0.1', 'localhost')}",
+        ROUTING_POLICY_sessions="session",
         METRICS_PUBLIC="true",
         USE_REDIS="true",
         REDIS_URL=redis_with_a_bad_key.url,
@@ -424,6 +435,9 @@ def test_every_query_names_metrics_and_labels_that_the_gateway_exports(
             assert response.status_code == 200
             assert b"data: [DONE]" in response.read()
         assert client.post("/v1/embeddings", json=EMBED).status_code == 200
+        session_chat = {**CHAT, "model": "session-model"}
+        headers = {"X-Session-ID": "conversation-1"}
+        assert client.post("/v1/chat/completions", json=session_chat, headers=headers).status_code == 200
         assert client.post("/v1/embeddings", json={**EMBED, "fake": {"status": 500}}).status_code == 500
         assert client.post("/v1/chat/completions", json=CHAT, headers={"X-Model-Key": "nope"}).status_code == 404
         scrape = client.get("/metrics").text

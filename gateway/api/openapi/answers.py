@@ -99,6 +99,16 @@ class OpenAIModelList(BaseModel):
 _COUNT: dict[str, Any] = {"minimum": 0}
 
 
+class EngineLoad(BaseModel):
+    """vLLM's own figures for the replica, from its `/metrics` (read once per machine)."""
+
+    model_config = _OWN
+    waiting: int = Field(description="`vllm:num_requests_waiting`.", json_schema_extra=_COUNT)
+    running: int = Field(description="`vllm:num_requests_running`.", json_schema_extra=_COUNT)
+    kv_cache_usage: float = Field(description="`vllm:kv_cache_usage_perc`, from 0 to 1.")
+    age_ms: int = Field(description="How long ago they were read.", json_schema_extra=_COUNT)
+
+
 class ReplicaStatus(BaseModel):
     """One replica of a route, as the answering worker sees it."""
 
@@ -115,6 +125,9 @@ class ReplicaStatus(BaseModel):
         description="Consecutive ejections (its cool-down doubles with each).", json_schema_extra=_COUNT
     )
     last_error: str | None = Field(description="The last failure; null if it never failed.")
+    engine: EngineLoad | None = Field(
+        description="vLLM's queue at the last reading; null when none is fresh (balanced on in-flight counts then)."
+    )
 
 
 class RouteStatus(BaseModel):
