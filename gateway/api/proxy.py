@@ -17,7 +17,8 @@ from gateway.errors import GatewayError, UpstreamTimeout
 from gateway.http.responses import Response
 from gateway.observability.access import CLIENT_CLOSED, record_request
 from gateway.observability.metrics import StreamMetrics, metrics
-from gateway.routing.replicas import Dispatch, Route
+from gateway.routing.dispatch import Dispatch
+from gateway.routing.replicas import Route
 from gateway.routing.router import Router
 from gateway.settings import Settings
 from gateway.upstream.client import Upstream
