@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Self
 
 import orjson
+import uvloop
 
 from gateway.upstream.base import RequestBody, Target, Timeouts
 from gateway.upstream.response import UpstreamResponse
@@ -192,3 +194,20 @@ async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     await read_request(reader)
     writer.write(json_response(b'{"ok":true}'))
     await writer.drain()
+
+
+def scenarios(namespace: dict[str, Any]) -> dict[str, Callable[[], Awaitable[None]]]:
+    """A test module's async tests, by name: each runs again on uvloop (the gateway's loop)."""
+    return {
+        name: test
+        for name, test in list(namespace.items())
+        if name.startswith("test_") and inspect.iscoroutinefunction(test)
+    }
+
+
+def run_on_uvloop(scenario: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(BOUND * 3):
+            await scenario()
+
+    uvloop.run(bounded())

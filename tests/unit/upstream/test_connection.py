@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import inspect
 import socket
 import time
 
 import httpx
 import pytest
-import uvloop
 
 from gateway.upstream.connection import READ_HIGH_WATER
 from gateway.upstream.transport import FastTransport
@@ -29,6 +27,8 @@ from tests.unit.upstream.servers import (
     loads,
     read_request,
     reading,
+    run_on_uvloop,
+    scenarios,
     wait_until,
 )
 
@@ -323,17 +323,9 @@ async def test_a_slow_reader_pauses_the_socket() -> None:
             assert paused
 
 
-SCENARIOS = {
-    name: test
-    for name, test in list(globals().items())
-    if name.startswith("test_") and inspect.iscoroutinefunction(test)
-}
+SCENARIOS = scenarios(globals())
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_every_scenario_on_uvloop(name: str) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(BOUND * 3):
-            await SCENARIOS[name]()
-
-    uvloop.run(bounded())
+    run_on_uvloop(SCENARIOS[name])

@@ -7,14 +7,12 @@ the default loop, and again on uvloop through `test_every_scenario_on_uvloop`.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import socket
 import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvloop
 
 from gateway.upstream.httpx_transport import HttpxTransport
 from gateway.upstream.transport import STALE_CHECK_AFTER, FastTransport
@@ -30,6 +28,8 @@ from tests.unit.upstream.servers import (
     json_response,
     loads,
     read_request,
+    run_on_uvloop,
+    scenarios,
     wait_until,
 )
 
@@ -355,17 +355,9 @@ async def test_aclose_closes_every_connection() -> None:
         await wait_until(lambda: server.open == 0)
 
 
-SCENARIOS = {
-    name: test
-    for name, test in list(globals().items())
-    if name.startswith("test_") and inspect.iscoroutinefunction(test)
-}
+SCENARIOS = scenarios(globals())
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_every_scenario_on_uvloop(name: str) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(BOUND * 3):
-            await SCENARIOS[name]()
-
-    uvloop.run(bounded())
+    run_on_uvloop(SCENARIOS[name])
