@@ -6,15 +6,18 @@ What each variable means is in `gateway/settings_help.py` and `.env.example`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["ROUTING_POLICIES", "PinWorkers", "RoutingPolicy", "Settings", "SettingsError"]
+__all__ = ["HEADER_NAME", "ROUTING_POLICIES", "PinWorkers", "RoutingPolicy", "Settings", "SettingsError"]
 
 PinWorkers = Literal["auto", "on", "off"]
 RoutingPolicy = Literal["least_outstanding", "session"]
 ROUTING_POLICIES: tuple[RoutingPolicy, ...] = ("least_outstanding", "session")
+# What a setting that names an HTTP header must match (a token, RFC 9110).
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class SettingsError(ValueError):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from gateway.settings import PinWorkers, Settings, SettingsError
+from gateway.settings import HEADER_NAME, PinWorkers, Settings, SettingsError
 from gateway.settings_routes import routes_of, routing_policies, session_header
 
 __all__ = ["SettingsError", "load_settings", "read_env_file"]
@@ -199,7 +199,7 @@ def load_settings(
             ) from None
     cors_allow_headers = env.csv("CORS_ALLOW_HEADERS")
     for name in cors_allow_headers:
-        if name != "*" and not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+        if name != "*" and not HEADER_NAME.fullmatch(name):
             raise SettingsError(f"CORS_ALLOW_HEADERS={name!r}: expected header names, such as x-my-header, or *")
     redis_url = env.text("REDIS_URL", Settings.redis_url) or Settings.redis_url
     if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):

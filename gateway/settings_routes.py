@@ -10,14 +10,13 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from gateway.settings import ROUTING_POLICIES, RoutingPolicy, SettingsError
+from gateway.settings import HEADER_NAME, ROUTING_POLICIES, RoutingPolicy, SettingsError
 
 __all__ = ["LEGACY_ROUTE_KEY", "ROUTE_PREFIX", "base_url", "routes_of", "routing_policies", "session_header"]
 
 ROUTE_PREFIX = "MODEL_ROUTE_"
 POLICY_PREFIX = "ROUTING_POLICY_"
 LEGACY_ROUTE_KEY = "default"
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def base_url(name: str, value: str) -> str:
@@ -77,6 +76,6 @@ def session_header(value: str | None) -> str:
     """`SESSION_HEADER`: the header that carries a session's key (default X-Session-ID)."""
     if value is None:
         return "x-session-id"
-    if not _HEADER_NAME.fullmatch(value):
+    if not HEADER_NAME.fullmatch(value):
         raise SettingsError(f"SESSION_HEADER={value!r}: expected a header name, such as X-Session-ID")
     return value.lower()

@@ -175,7 +175,9 @@ class Upstream:
         return response
 
     async def get(self, url: str, timeout_seconds: float) -> UpstreamResponse:
-        """GET `url` and read the answer, all within `timeout_seconds`."""
+        """GET `url` and read the answer, all within `timeout_seconds`.
+
+        The transport's timeouts are per phase; this needs one deadline for all of them."""
         timeouts = Timeouts(connect=timeout_seconds, read=timeout_seconds, write=timeout_seconds)
         async with asyncio.timeout(timeout_seconds):
             return await self._read("GET", url, _BASE_HEADERS, None, timeouts)
@@ -200,10 +202,7 @@ class Upstream:
     async def probe(self, url: str, timeout_seconds: float) -> str:
         """`/health`'s view of one upstream: "ok", "unavailable" or "unknown"."""
         try:
-            # The transport's timeouts are per phase; the probe needs one deadline for all of them.
-            async with asyncio.timeout(timeout_seconds):
-                timeouts = Timeouts(connect=timeout_seconds, read=timeout_seconds, write=timeout_seconds)
-                response = await self._read("GET", f"{url}/models", _BASE_HEADERS, None, timeouts)
+            response = await self.get(f"{url}/models", timeout_seconds)
         except (httpx.HTTPError, TimeoutError, ValueError):
             return "unavailable"
         if response.status == 200:

@@ -7,6 +7,7 @@ from gateway.api.openapi import answers, errors, headers, schema
 from gateway.api.payloads import ApiChat, ApiChatRequest
 
 bp = Blueprint("chat", url_prefix="/api")
+_CHAT_BODY = "A chat message: `message` (or `messages`) is required."
 
 
 async def _chat(request: Request, *, stream: bool) -> HTTPResponse | None:
@@ -25,7 +26,7 @@ async def _chat(request: Request, *, stream: bool) -> HTTPResponse | None:
     parameter=headers.ROUTED_HEADERS,
     response=[answers.CHAT_COMPLETION, *errors.API_ROUTED_ERRORS],
 )
-@schema.request_body(ApiChatRequest, "A chat message: `message` (or `messages`) is required.")
+@schema.request_body(ApiChatRequest, _CHAT_BODY)
 async def chat(request: Request) -> HTTPResponse | None:
     """One chat completion; the upstream's JSON comes back unchanged."""
     return await _chat(request, stream=False)
@@ -37,7 +38,7 @@ async def chat(request: Request) -> HTTPResponse | None:
     parameter=headers.ROUTED_HEADERS,
     response=[answers.CHAT_STREAM, *errors.API_ROUTED_ERRORS],
 )
-@schema.request_body(ApiChatRequest, "A chat message: `message` (or `messages`) is required.")
+@schema.request_body(ApiChatRequest, _CHAT_BODY)
 async def chat_stream(request: Request) -> HTTPResponse | None:
     """The same chat, as server-sent events with heartbeats, ending with `data: [DONE]`."""
     return await _chat(request, stream=True)
