@@ -31,7 +31,7 @@ from gateway.process.supervisor import REPLACES_ENV
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.shared import ejections as ejections_module
-from gateway.shared import engine_load
+from gateway.shared import engine_load, prefix_index
 
 __all__ = ["install"]
 
@@ -57,6 +57,8 @@ def prepare_shared_state(app: Sanic) -> None:
         app.shared_ctx.rate_table = create_shared_table()
     app.shared_ctx.ejections = ejections_module.create_table(settings.routes)
     app.shared_ctx.engine_load = engine_load.create_table(settings.routes)
+    if "prefix" in settings.routing_policies.values():
+        app.shared_ctx.prefix_index = prefix_index.create_table(settings.routes)
 
 
 def remove_shared_state(app: Sanic) -> None:

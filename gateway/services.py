@@ -22,11 +22,14 @@ from gateway.observability.metrics import metrics
 from gateway.process.server import StopSignals
 from gateway.routing.engine_metrics import STALE_AFTER_INTERVALS, EngineMetricsReader
 from gateway.routing.models_cache import ModelList, ModelsCache, merge_listings
-from gateway.routing.policies import policy_for
+from gateway.routing.policies import LeastOutstanding, Policy, SessionAffinity
+from gateway.routing.prefix_affinity import PrefixAffinity
+from gateway.routing.prefix_sharing import PrefixSharing
 from gateway.routing.replicas import Route
 from gateway.routing.router import Router
 from gateway.settings import Settings
-from gateway.shared import ejections, engine_load
+from gateway.shared import ejections, engine_load, prefix_index
+from gateway.shared.prefix_index import PrefixIndex
 from gateway.shared.redis_store import RedisStore, connect_redis
 from gateway.upstream.base import Transport
 from gateway.upstream.client import Upstream
@@ -47,6 +50,7 @@ class Services:
     proxy: Proxy
     catalogue: Catalogue
     engine_metrics: EngineMetricsReader | None = None
+    prefix_sharing: PrefixSharing | None = None
     # Set once the worker serves, and when it begins to stop.
     stop_signals: StopSignals | None = None
     stream_deadline: asyncio.Task[None] | None = None
@@ -66,6 +70,7 @@ class Services:
         shared_cells = _shared_replica_cells(shared_ctx, settings)
         interval = settings.engine_metrics_interval_seconds
         engine_table, engine_cells = _shared_engine_cells(shared_ctx, settings)
+        policies, prefix_sharing = _policies(settings, shared_ctx, store)
         routes = {
             key: Route(
                 key,
@@ -75,7 +80,7 @@ class Services:
                 cooldown_max=settings.replica_cooldown_max_seconds,
                 probe_timeout=settings.health_timeout_seconds,
                 cells=shared_cells.get(key),
-                policy=policy_for(settings.routing_policy(key)),
+                policy=policies[key],
                 engine_cells=engine_cells.get(key),
                 engine_stale_after=STALE_AFTER_INTERVALS * interval,
             )
@@ -108,6 +113,7 @@ class Services:
             proxy=Proxy(settings, router, upstream),
             catalogue=Catalogue(settings, router, upstream),
             engine_metrics=engine_metrics,
+            prefix_sharing=prefix_sharing,
         )
 
     async def aclose(self) -> None:
@@ -116,6 +122,8 @@ class Services:
             self.stream_deadline.cancel()
         if self.engine_metrics is not None:
             self.engine_metrics.close()
+        if self.prefix_sharing is not None:
+            self.prefix_sharing.close()
         for route in self.routes.values():
             route.close()
         self.models.close()
@@ -135,6 +143,33 @@ def _limiter(
     local = SharedMemoryLimiter(limit, table) if table is not None else local_limiter
     assert local is not None, "create_app() builds a local limiter whenever there is a limit"
     return RedisLimiter(limit, store, local) if store is not None else local
+
+
+def _policies(
+    settings: Settings, shared_ctx: Any, store: RedisStore | None
+) -> tuple[dict[str, Policy], PrefixSharing | None]:
+    """Each route's policy (each has its own state); the prefix index and its sharing, if any uses them."""
+    names = {key: settings.routing_policy(key) for key in settings.routes}
+    sharing = None
+    index = None
+    if "prefix" in names.values():
+        table = getattr(shared_ctx, "prefix_index", None)
+        index = PrefixIndex(table, settings.routes, settings.prefix_index_ttl_seconds)
+        if table is not None and index.shared is None:
+            logger.warning("this worker's routes differ from the main process's: it keeps its own prefix index")
+        numbers = prefix_index.replica_numbers(settings.routes)
+        if store is not None:
+            sharing = PrefixSharing(store, index, numbers, index.shared)
+            sharing.start()
+        metrics.prefix_index_shared.set(0)  # until a flush or a read has reached Redis
+    policies: dict[str, Policy] = {}
+    for key, name in names.items():
+        if name == "prefix":
+            assert index is not None
+            policies[key] = PrefixAffinity(key, index, numbers, settings.prefix_load_margin, sharing)
+        else:
+            policies[key] = SessionAffinity() if name == "session" else LeastOutstanding()
+    return policies, sharing
 
 
 def _shared_replica_cells(shared_ctx: Any, settings: Settings) -> dict[str, list[Any]]:

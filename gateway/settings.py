@@ -14,8 +14,8 @@ from typing import Literal
 __all__ = ["HEADER_NAME", "ROUTING_POLICIES", "PinWorkers", "RoutingPolicy", "Settings", "SettingsError"]
 
 PinWorkers = Literal["auto", "on", "off"]
-RoutingPolicy = Literal["least_outstanding", "session"]
-ROUTING_POLICIES: tuple[RoutingPolicy, ...] = ("least_outstanding", "session")
+RoutingPolicy = Literal["least_outstanding", "prefix", "session"]
+ROUTING_POLICIES: tuple[RoutingPolicy, ...] = ("least_outstanding", "prefix", "session")
 # What a setting that names an HTTP header must match (a token, RFC 9110).
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -48,6 +48,10 @@ class Settings:
     routing_policies: Mapping[str, RoutingPolicy] = field(default_factory=dict)
     session_header: str = "x-session-id"  # lower-cased
     engine_metrics_interval_seconds: float = 1.0  # 0: vLLM's /metrics are not read
+    # `prefix`: the load beyond the least-loaded replica's at which a prefix's replica gives way,
+    # and how long the index believes an entry.
+    prefix_load_margin: float = 4.0
+    prefix_index_ttl_seconds: float = 300.0
 
     # Upstream timeouts; `total_timeout_seconds` None means no overall deadline.
     connect_timeout_seconds: float = 5.0

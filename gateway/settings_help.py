@@ -80,7 +80,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "ROUTING_POLICY",
         "least_outstanding",
-        "how a route picks a replica: least_outstanding (fewest in flight) or session (a session's requests on one replica)",
+        "how a route picks a replica: least_outstanding (least loaded), prefix (where the prompt's prefix is cached) "
+        "or session (a session's requests on one replica)",
         _R,
     ),
     Variable(
@@ -91,6 +92,13 @@ VARIABLES: tuple[Variable, ...] = (
         "ROUTING_POLICY",
         example="# ROUTING_POLICY_tiny=session",
     ),
+    Variable(
+        "PREFIX_LOAD_MARGIN",
+        "4",
+        "prefix: requests more than the least-loaded replica's load at which the prefix's replica gives way",
+        _R,
+    ),
+    Variable("PREFIX_INDEX_TTL_SECONDS", "300", "prefix: how long the prefix index believes an entry", _R),
     Variable("SESSION_HEADER", "X-Session-ID", "the header with a session's key (else the body's user field)", _R),
     Variable(
         "ENGINE_METRICS_INTERVAL_SECONDS",

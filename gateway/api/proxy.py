@@ -44,11 +44,14 @@ class Proxy:
         request.ctx.model = model or self.settings.default_model_name
         return route
 
-    def _dispatch(self, request: Request, route: Route, user: str | None) -> Dispatch:
-        session = None
-        if route.policy.uses_session:  # the header wins over the body's `user`
-            session = request.headers.get(self.settings.session_header) or user or None
-        return Dispatch(route, self.upstream, self.settings.upstream_max_attempts, session)
+    def _dispatch(self, request: Request, route: Route, user: str | None, body: bytes) -> Dispatch:
+        policy, affinity = route.policy, None
+        if len(route.replicas) > 1:  # else there is nothing to choose
+            session = None
+            if policy.uses_session:  # the header wins over the body's `user`
+                session = request.headers.get(self.settings.session_header) or user or None
+            affinity = policy.affinity(session, body)
+        return Dispatch(route, self.upstream, self.settings.upstream_max_attempts, affinity)
 
     async def complete(
         self, request: Request, endpoint: str, body: bytes, *, model_key: str | None, model: str | None,
@@ -56,7 +59,7 @@ class Proxy:
     ) -> HTTPResponse:  # fmt: skip
         """Forward a non-streaming request; the upstream's status and body come back unchanged."""
         route = await self._route(request, model_key, model)
-        dispatch = self._dispatch(request, route, user)
+        dispatch = self._dispatch(request, route, user, body)
         started = time.perf_counter()
         sending = dispatch.post(endpoint, body, request.ctx.request_id)
         try:
@@ -91,7 +94,7 @@ class Proxy:
     ) -> HTTPResponse | None:  # fmt: skip
         """Relay a streaming request as SSE; returns a response only if the stream never started."""
         route = await self._route(request, model_key, model)
-        dispatch = self._dispatch(request, route, user)
+        dispatch = self._dispatch(request, route, user, body)
         ctx = request.ctx
         model_label = ctx.model or ""
         relay = StreamRelay(

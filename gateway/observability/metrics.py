@@ -200,8 +200,18 @@ class Metrics:
         )
         self.routing_decisions = _Counter(
             "gateway_routing_decisions_total",
-            "Replica choices among several by route, policy and reason (affinity, load_override, no_session, fallback).",
+            "Replica choices by route, policy and reason (prefix_hit, affinity, load_override, no_match, fallback...).",
             ["route", "policy", "reason"],
+        )
+        self.prefix_index_shared = _Gauge(
+            "gateway_prefix_index_shared",
+            "1 while the prefix index is shared with the other instances through Redis, 0 while it is this machine's own.",
+            multiprocess_mode="livemin",
+        )
+        self.prefix_index_updates = _Counter(
+            "gateway_prefix_index_updates_total",
+            "Prefix-index entries sent to the other instances (published) and learned from them (received).",
+            ["direction"],
         )
 
         self.requests_for = _cached_labels(self.requests)

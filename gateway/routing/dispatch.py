@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 
@@ -35,9 +36,9 @@ _RETRYABLE_ERRORS = (
 class Dispatch:
     """One request's attempts over a route's replicas; `release()` must follow in a `finally`."""
 
-    def __init__(self, route: Route, upstream: Upstream, max_attempts: int, session: str | None = None) -> None:
+    def __init__(self, route: Route, upstream: Upstream, max_attempts: int, affinity: Any = None) -> None:
         self.route = route
-        self.session = session  # for a policy that keeps a session on one replica
+        self.affinity = affinity  # what the route's policy goes by: a session, a prompt's chain
         self.upstream = upstream
         self.max_attempts = max_attempts
         self.replica: Replica | None = None  # the replica holding this request's lease
@@ -59,7 +60,7 @@ class Dispatch:
         tried: set[Replica] = set()
         last: GatewayError | None = None
         while len(tried) < self.max_attempts:
-            replica = self.route.choose(tried, self.session)
+            replica = self.route.choose(tried, self.affinity)
             if replica is None:
                 break
             if tried:

@@ -5,6 +5,8 @@ How a route picks one of its healthy replicas: `ROUTING_POLICY` (every route) an
 - `least_outstanding` (the default): the replica with the least load (`Replica.load`: vLLM's own
   queue from its `/metrics` plus what this worker sent it since, or this worker's requests in
   flight when there is no fresh reading); ties go round-robin, so that a light load spreads evenly.
+- `prefix` (`prefix_affinity.py`): a prompt goes to the replica that last received its longest
+  known prefix, unless that one is loaded beyond the least loaded by `PREFIX_LOAD_MARGIN`.
 - `session`: the requests of one session (the `SESSION_HEADER` header, else the body's `user`)
   go to one replica, where vLLM keeps the conversation's prefix in its KV cache. The replica is
   chosen by rendezvous hashing (the highest hash of session and replica URL), a pure function of
@@ -26,14 +28,14 @@ import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.settings import RoutingPolicy
 
 if TYPE_CHECKING:
     from gateway.routing.replicas import Replica
 
-__all__ = ["LeastOutstanding", "Policy", "SessionAffinity", "policy_for", "rendezvous_score"]
+__all__ = ["LeastOutstanding", "Policy", "SessionAffinity", "rendezvous_score"]
 
 # Why a replica was chosen, as counted in the metric.
 LEAST_LOADED = "least_loaded"
@@ -45,26 +47,33 @@ FALLBACK = "fallback"  # every replica out of rotation: the one that should be b
 
 class Policy(Protocol):
     name: RoutingPolicy
-    uses_session: bool
+    uses_session: bool  # whether `affinity` needs the request's session key
+    # Whether it must see every placement, even where there is no choice (an index learns from it).
+    learns: bool
 
-    def choose(
-        self, replicas: Sequence[Replica], candidates: list[Replica], session: str | None
-    ) -> tuple[Replica, str]:
+    def affinity(self, session: str | None, body: bytes) -> Any:
+        """What `choose` goes by, besides load, for a request of this session (if `uses_session`)
+        and body: a session's key, a prompt's chain of block hashes, or None."""
+        ...
+
+    def choose(self, replicas: Sequence[Replica], candidates: list[Replica], affinity: Any) -> tuple[Replica, str]:
         """One of `candidates` (healthy, not yet tried; never empty) and the reason for it.
-        `replicas` are all of the route's, in configured order."""
+        `replicas` are all of the route's, in configured order; `affinity` as `affinity()` gave it."""
         ...
 
 
 class LeastOutstanding:
     name: RoutingPolicy = "least_outstanding"
     uses_session = False
+    learns = False
 
     def __init__(self) -> None:
         self._next = 0
 
-    def choose(
-        self, replicas: Sequence[Replica], candidates: list[Replica], session: str | None
-    ) -> tuple[Replica, str]:
+    def affinity(self, session: str | None, body: bytes) -> Any:
+        return None
+
+    def choose(self, replicas: Sequence[Replica], candidates: list[Replica], affinity: Any) -> tuple[Replica, str]:
         return self.least_loaded(replicas, candidates), LEAST_LOADED
 
     def least_loaded(self, replicas: Sequence[Replica], candidates: list[Replica]) -> Replica:
@@ -88,6 +97,7 @@ def rendezvous_score(session: str, url: str) -> int:
 class SessionAffinity:
     name: RoutingPolicy = "session"
     uses_session = True
+    learns = False
     LOAD_FACTOR = 1.25
     # Sessions this worker has placed, newest last; the oldest are forgotten beyond this many.
     REMEMBERED = 100_000
@@ -96,9 +106,10 @@ class SessionAffinity:
         self._balance = LeastOutstanding()
         self._placed: OrderedDict[str, Replica] = OrderedDict()
 
-    def choose(
-        self, replicas: Sequence[Replica], candidates: list[Replica], session: str | None
-    ) -> tuple[Replica, str]:
+    def affinity(self, session: str | None, body: bytes) -> Any:
+        return session
+
+    def choose(self, replicas: Sequence[Replica], candidates: list[Replica], session: Any) -> tuple[Replica, str]:
         if not session:
             return self._balance.least_loaded(replicas, candidates), NO_SESSION
         ranked = sorted(candidates, key=lambda replica: rendezvous_score(session, replica.url), reverse=True)
@@ -122,8 +133,3 @@ class SessionAffinity:
         if len(placed) > self.REMEMBERED:
             placed.popitem(last=False)
         return replica
-
-
-def policy_for(name: RoutingPolicy) -> Policy:
-    """A new policy object (each route has its own state)."""
-    return SessionAffinity() if name == "session" else LeastOutstanding()

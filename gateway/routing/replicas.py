@@ -6,8 +6,8 @@ keeps its own view of them, and shares one thing with the other workers of the m
 replicas are out of rotation (below).
 
 - Balancing: the route's policy (`policies.py`) picks one of the healthy replicas: by default
-  the one with the fewest requests in flight, ties round-robin; with `session`, the session's
-  own replica. The in-flight count is a lease released on every exit path (success, error,
+  the least loaded, ties round-robin; with `prefix`, the replica that last received the
+  prompt's longest known prefix; with `session`, the session's own replica. The in-flight count is a lease released on every exit path (success, error,
   timeout, client hang-up, cancellation): it is decremented in a `finally`, never by a later
   event that might not come.
 - Passive health: a replica that refuses a connection, times out connecting, drops the
@@ -169,8 +169,9 @@ class Route:
     def healthy(self) -> list[Replica]:
         return [replica for replica in self.replicas if replica.healthy]
 
-    def choose(self, exclude: set[Replica], session: str | None = None) -> Replica | None:
-        """The policy's pick among the healthy replicas not yet tried, else the least recently failed one."""
+    def choose(self, exclude: set[Replica], affinity: Any = None) -> Replica | None:
+        """The policy's pick among the healthy replicas not yet tried, else the least recently
+        failed one. `affinity`: what the policy goes by (`Policy.needs`)."""
         candidates = [r for r in self.replicas if r.healthy and r not in exclude]
         if not candidates:  # the one whose hold ends first, then the least recently failed here
             ejected = [r for r in self.replicas if r not in exclude]
@@ -178,9 +179,9 @@ class Route:
                 return None
             self._decisions(FALLBACK).inc()
             return min(ejected, key=lambda r: (r.cells[HELD_UNTIL], r.last_failure_at))
-        if len(candidates) == 1:
+        if len(candidates) == 1 and not self.policy.learns:
             return candidates[0]  # nothing to decide (and least_loaded is not counted: below)
-        replica, reason = self.policy.choose(self.replicas, candidates, session)
+        replica, reason = self.policy.choose(self.replicas, candidates, affinity)
         if reason is not LEAST_LOADED:  # those are gateway_replica_requests_total already
             self._decisions(reason).inc()
         return replica

@@ -15,7 +15,6 @@ lease runs out and another worker takes it (`take_lease`, under the table's lock
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,13 +54,4 @@ def local_cells() -> list[float]:
 
 def take_lease(table: Any | None, pid: int, seconds: float) -> bool:
     """Whether `pid` reads the engines' metrics for the machine for the next `seconds` (renewed)."""
-    if table is None:  # a single process: it reads for itself
-        return True
-    with table.get_lock():
-        values = table.get_obj()
-        now = time.monotonic()
-        if values[_HOLDER] in (0.0, float(pid)) or values[_LEASE_UNTIL] < now:
-            values[_HOLDER] = float(pid)
-            values[_LEASE_UNTIL] = now + seconds
-            return True
-        return False
+    return tables.take_lease(table, _HOLDER, _LEASE_UNTIL, pid, seconds)

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from gateway.shared.hashing import double_hash
 
-__all__ = ["create_table", "replica_views"]
+__all__ = ["create_table", "fingerprint", "replica_views", "take_lease"]
 
 Routes = Mapping[str, tuple[str, ...]]
 
 
-def _fingerprint(kind: str, routes: Routes) -> float:
+def fingerprint(kind: str, routes: Routes) -> float:
     return double_hash(kind + "\n".join(f"{key}={','.join(routes[key])}" for key in sorted(routes)))
 
 
@@ -30,14 +31,14 @@ def create_table(kind: str, routes: Routes, header: int, cells: int) -> Any:
     """A table of `header` doubles (the first the fingerprint), then `cells` per replica."""
     replicas = sum(len(urls) for urls in routes.values())
     table = multiprocessing.Array(ctypes.c_double, header + cells * replicas)
-    table.get_obj()[0] = _fingerprint(kind, routes)
+    table.get_obj()[0] = fingerprint(kind, routes)
     return table
 
 
 def replica_views(table: Any, kind: str, routes: Routes, header: int, cells: int) -> dict[str, list[Any]] | None:
     """Each route's replicas' cells, in URL order; None if `table` was laid out for other routes."""
     values = table.get_obj()
-    if values[0] != _fingerprint(kind, routes):
+    if values[0] != fingerprint(kind, routes):
         return None
     doubles = memoryview(values).cast("B").cast("d")
     views: dict[str, list[Any]] = {}
@@ -48,3 +49,19 @@ def replica_views(table: Any, kind: str, routes: Routes, header: int, cells: int
             views[key].append(doubles[start : start + cells])
             start += cells
     return views
+
+
+def take_lease(table: Any | None, holder: int, until: int, pid: int, seconds: float) -> bool:
+    """Whether `pid` holds the lease kept in doubles `holder` and `until` of `table` for the next
+    `seconds` (taken when free or run out, renewed by its holder): one worker per machine doing a
+    job for all. No table: a single process, which holds it."""
+    if table is None:
+        return True
+    with table.get_lock():
+        values = table.get_obj()
+        now = time.monotonic()
+        if values[holder] in (0.0, float(pid)) or values[until] < now:
+            values[holder] = float(pid)
+            values[until] = now + seconds
+            return True
+        return False

@@ -36,7 +36,10 @@ def test_one_policy_for_all_and_another_for_one_route() -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"ROUTING_POLICY": "prefix-ish"}, "ROUTING_POLICY='prefix-ish': expected one of least_outstanding, session"),
+        (
+            {"ROUTING_POLICY": "prefix-ish"},
+            "ROUTING_POLICY='prefix-ish': expected one of least_outstanding, prefix, session",
+        ),
         (
             {"ROUTING_POLICY_chta": "session"},
             "ROUTING_POLICY_chta: expected the key of a route (MODEL_ROUTE_<KEY>: chat, embed)",

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sanic_ext.extensions.openapi.definitions import Response
 
 from gateway.api.openapi.schema import JSON, SSE, component, json_response, optional, ref, status
+from gateway.settings import RoutingPolicy
 
 __all__ = [
     "API_MODEL_LIST",
@@ -135,9 +136,7 @@ class RouteStatus(BaseModel):
 
     model_config = _OWN
     key: str = Field(description="The route key (`MODEL_ROUTE_<KEY>`).")
-    policy: Literal["least_outstanding", "session"] = Field(
-        description="How it picks a replica (`ROUTING_POLICY`, `ROUTING_POLICY_<KEY>`)."
-    )
+    policy: RoutingPolicy = Field(description="How it picks a replica (`ROUTING_POLICY`, `ROUTING_POLICY_<KEY>`).")
     replicas: list[ReplicaStatus] = Field(description="Its replicas, in configured order.")
 
 

@@ -1,0 +1,95 @@
+"""
+The `prefix` policy: a prompt goes where vLLM most likely holds its prefix in the KV cache.
+
+vLLM skips the prefill of every block of a prompt it still holds (automatic prefix caching), so
+the next turn of a conversation, or a prompt that opens with a shared system prompt, starts
+sooner on the replica that served its prefix last. The prompt's chain of block hashes
+(`prompt_chain.py`) is looked up in the machine's index (`shared/prefix_index.py`), shared with
+the other instances through Redis (`prefix_sharing.py`):
+
+- `prefix_hit`: the replica that last received the longest known prefix, unless
+- `load_override`: that replica's load exceeds the least-loaded one's by more than
+  `PREFIX_LOAD_MARGIN` requests: the least loaded wins, and learns the whole chain;
+- `no_match`: no prefix known (or its replica is out of rotation, or tried already): the least
+  loaded, which learns the chain;
+- `no_prompt`: a body without `messages` or `prompt`, or a prompt shorter than a block: the least loaded.
+
+Load is `Replica.load()`, as for `least_outstanding`: vLLM's own queue and this worker's requests
+since its last reading. A replica that receives a prompt is recorded for every block of it that
+it did not hold by the index already, and for the longest one it did (so that entry stays young).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.routing.policies import LeastOutstanding
+from gateway.routing.prompt_chain import prompt_chain, route_seed
+from gateway.settings import RoutingPolicy
+from gateway.shared.prefix_index import PrefixIndex
+
+if TYPE_CHECKING:
+    from gateway.routing.replicas import Replica
+
+__all__ = ["PrefixAffinity", "Publisher"]
+
+PREFIX_HIT = "prefix_hit"
+LOAD_OVERRIDE = "load_override"
+NO_MATCH = "no_match"
+NO_PROMPT = "no_prompt"
+
+
+class Publisher(Protocol):
+    def publish(self, route_key: str, url: str, keys: Sequence[int]) -> None:
+        """Tell the other instances that `url` of `route_key` received the prefixes `keys`."""
+
+
+class PrefixAffinity:
+    name: RoutingPolicy = "prefix"
+    uses_session = False
+    learns = True
+
+    def __init__(
+        self,
+        route_key: str,
+        index: PrefixIndex,
+        numbers: Mapping[tuple[str, str], int],
+        margin: float,
+        publisher: Publisher | None = None,
+    ) -> None:
+        """`numbers`: each replica's number in the index (`prefix_index.replica_numbers`)."""
+        self._route_key = route_key
+        self._seed = route_seed(route_key)
+        self._index = index
+        self._numbers = {url: number for (key, url), number in numbers.items() if key == route_key}
+        self._margin = margin
+        self._publisher = publisher
+        self._balance = LeastOutstanding()
+
+    def affinity(self, session: str | None, body: bytes) -> list[int]:
+        return prompt_chain(body, self._seed)
+
+    def choose(self, replicas: Sequence[Replica], candidates: list[Replica], chain: Any) -> tuple[Replica, str]:
+        if not chain:
+            return self._balance.least_loaded(replicas, candidates), NO_PROMPT
+        matched, number = self._index.longest(chain)
+        own = None
+        if matched:
+            own = next((r for r in candidates if self._numbers.get(r.url) == number), None)
+        if own is not None:
+            load = own.load()
+            if all(load <= other.load() + self._margin for other in candidates):
+                self._learn(own, chain[matched - 1 :])
+                return own, PREFIX_HIT
+        chosen = self._balance.least_loaded(replicas, candidates)
+        self._learn(chosen, chain)
+        return chosen, LOAD_OVERRIDE if own is not None else NO_MATCH
+
+    def _learn(self, replica: Replica, keys: Sequence[int]) -> None:
+        number = self._numbers.get(replica.url)
+        if number is None:
+            return
+        self._index.learn(keys, number)
+        if self._publisher is not None:
+            self._publisher.publish(self._route_key, replica.url, keys)
