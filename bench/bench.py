@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bodies
 from bodies import Target, chat_targets
 from clients import idle_streams, run_async, run_client, run_wrk, sequential, streams
 from report import Row, table
@@ -209,6 +210,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gateway-env", metavar="KEY=VAL", action="append", default=[], help="repeatable")
     parser.add_argument("--workers", type=int, default=2, help="gateway WORKERS (default 2)")
     parser.add_argument("--scenarios", default="latency,throughput,stream,idle", help=f"among {','.join(SCENARIOS)}")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="the route's replicas: the measured fake and more of its kind (routing policies' cost)")  # fmt: skip
+    parser.add_argument("--prompt-bytes", type=int, default=0,
+                        help="a system prompt of this many bytes before the chat's prompt (ROUTING_POLICY=prefix's cost)")  # fmt: skip
     parser.add_argument("--quiet-logs", action="store_true", help="LOG_LEVEL=WARNING: no access log")
     parser.add_argument("--wait-quiet", metavar="SECONDS", type=float, default=0.0,
                         help="shared machines: wait for an idle machine before each measurement, and measure "
@@ -233,6 +238,7 @@ def _deadline(signum: int, frame: Any) -> None:
 
 def main() -> None:
     args = parse_args()
+    bodies.system_bytes = args.prompt_bytes
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # idle streams: thousands of sockets here
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     signal.signal(signal.SIGALRM, _deadline)
@@ -250,6 +256,7 @@ def main() -> None:
     succeeded = False
     try:
         fake = start_fake()
+        args.extra_fakes = [start_fake() for _ in range(args.replicas - 1)]
         gateway = start_gateway(fake, args)
         print(f"fake vLLM :{fake.port} (log {fake.log.name}), gateway :{gateway.port} with {args.workers} workers "
               f"(pids {gateway.pids()}, log {gateway.log.name})", flush=True)  # fmt: skip
@@ -264,6 +271,9 @@ def main() -> None:
         succeeded = True
     finally:
         signal.alarm(0)
+        for extra in getattr(args, "extra_fakes", ()):
+            extra.stop()
+            os.unlink(extra.log.name)
         for server in (gateway, fake):
             if server is not None:
                 server.stop()

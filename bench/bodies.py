@@ -10,6 +10,8 @@ from servers import MODEL
 __all__ = ["PROMPT", "Target", "chat_targets", "dump"]
 
 PROMPT = "Say hello in one short sentence."
+# `--prompt-bytes`: a longer prompt (a system prompt of about that size before PROMPT), 0: none.
+system_bytes = 0
 
 
 class Target(NamedTuple):
@@ -27,6 +29,9 @@ def dump(value: Any) -> bytes:
 def chat_targets(stream: bool, **fake: Any) -> list[Target]:
     knobs = {"fake": fake} if fake else {}
     messages = [{"role": "user", "content": PROMPT}]
+    if system_bytes:
+        words = "You are a careful assistant who answers in one short sentence. "
+        messages.insert(0, {"role": "system", "content": (words * (system_bytes // len(words) + 1))[:system_bytes]})
     v1 = dump({"model": MODEL, "messages": messages, "max_tokens": 2048, "stream": stream, **knobs})
     api_direct = dump({"messages": messages, "max_tokens": 2048, "stream": stream, **knobs})
     api = dump({"message": PROMPT, "max_tokens": 2048, **knobs})

@@ -110,6 +110,8 @@ def gateway_env(code: str, port: int, fake: Server, workers: int) -> dict[str, s
 def start_gateway(fake: Server, args: argparse.Namespace) -> Server:
     port = free_port()
     env = gateway_env(args.code, port, fake, args.workers)
+    for extra in getattr(args, "extra_fakes", ()):  # more replicas of the route (bench.py --replicas)
+        env["MODEL_ROUTE_bench"] += f",http://{HOST}:{extra.port}/v1"
     if args.quiet_logs:
         env["LOG_LEVEL"] = "WARNING"
     env.update(item.split("=", 1) for item in args.gateway_env)

@@ -150,23 +150,22 @@ def _policies(
 ) -> tuple[dict[str, Policy], PrefixSharing | None]:
     """Each route's policy (each has its own state); the prefix index and its sharing, if any uses them."""
     names = {key: settings.routing_policy(key) for key in settings.routes}
-    sharing = None
-    index = None
+    sharing, index, bits = None, None, {}
     if "prefix" in names.values():
         table = getattr(shared_ctx, "prefix_index", None)
         index = PrefixIndex(table, settings.routes, settings.prefix_index_ttl_seconds)
         if table is not None and index.shared is None:
             logger.warning("this worker's routes differ from the main process's: it keeps its own prefix index")
-        numbers = prefix_index.replica_numbers(settings.routes)
+        bits = prefix_index.replica_bits(settings.routes)
         if store is not None:
-            sharing = PrefixSharing(store, index, numbers, index.shared)
+            sharing = PrefixSharing(store, index, bits, index.shared)
             sharing.start()
         metrics.prefix_index_shared.set(0)  # until a flush or a read has reached Redis
     policies: dict[str, Policy] = {}
     for key, name in names.items():
         if name == "prefix":
             assert index is not None
-            policies[key] = PrefixAffinity(key, index, numbers, settings.prefix_load_margin, sharing)
+            policies[key] = PrefixAffinity(key, index, bits, settings.prefix_load_margin, sharing)
         else:
             policies[key] = SessionAffinity() if name == "session" else LeastOutstanding()
     return policies, sharing

@@ -47,7 +47,7 @@ class Settings:
     # Route key -> how its replicas are picked (`gateway/routing/policies.py`), for every route.
     routing_policies: Mapping[str, RoutingPolicy] = field(default_factory=dict)
     session_header: str = "x-session-id"  # lower-cased
-    engine_metrics_interval_seconds: float = 1.0  # 0: vLLM's /metrics are not read
+    engine_metrics_interval_seconds: float = 0.25  # 0: vLLM's /metrics are not read
     # `prefix`: the load beyond the least-loaded replica's at which a prefix's replica gives way,
     # and how long the index believes an entry.
     prefix_load_margin: float = 4.0

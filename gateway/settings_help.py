@@ -102,7 +102,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SESSION_HEADER", "X-Session-ID", "the header with a session's key (else the body's user field)", _R),
     Variable(
         "ENGINE_METRICS_INTERVAL_SECONDS",
-        "1",
+        "0.25",
         "how often each replica's vLLM /metrics (its queue) are read, once per machine, for balancing; 0: never",
         _R,
     ),

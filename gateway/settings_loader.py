@@ -221,7 +221,7 @@ def load_settings(
         routes=routes,
         routing_policies=routing_policies(values, routes, env.text("ROUTING_POLICY")),
         session_header=session_header(env.text("SESSION_HEADER")),
-        engine_metrics_interval_seconds=seconds("ENGINE_METRICS_INTERVAL_SECONDS", 1.0, low=0.0, high=60.0),
+        engine_metrics_interval_seconds=seconds("ENGINE_METRICS_INTERVAL_SECONDS", 0.25, low=0.0, high=60.0),
         prefix_load_margin=env.get(
             "PREFIX_LOAD_MARGIN", _ranged(float, 0.0, 1e6), 4.0, "a number of requests from 0 to 1000000"
         ),

@@ -7,9 +7,10 @@ sooner on the replica that served its prefix last. The prompt's chain of block h
 (`prompt_chain.py`) is looked up in the machine's index (`shared/prefix_index.py`), shared with
 the other instances through Redis (`prefix_sharing.py`):
 
-- `prefix_hit`: the replica that last received the longest known prefix, unless
-- `load_override`: that replica's load exceeds the least-loaded one's by more than
-  `PREFIX_LOAD_MARGIN` requests: the least loaded wins, and learns the whole chain;
+- `prefix_hit`: of the replicas that received the longest known prefix, the least loaded (a
+  conversation's turns have one; a shared system prompt soon has all), unless
+- `load_override`: its load exceeds the least-loaded replica's by more than `PREFIX_LOAD_MARGIN`
+  requests: the least loaded wins, and learns the whole chain;
 - `no_match`: no prefix known (or its replica is out of rotation, or tried already): the least
   loaded, which learns the chain;
 - `no_prompt`: a body without `messages` or `prompt`, or a prompt shorter than a block: the least loaded.
@@ -54,15 +55,15 @@ class PrefixAffinity:
         self,
         route_key: str,
         index: PrefixIndex,
-        numbers: Mapping[tuple[str, str], int],
+        bits: Mapping[tuple[str, str], int],
         margin: float,
         publisher: Publisher | None = None,
     ) -> None:
-        """`numbers`: each replica's number in the index (`prefix_index.replica_numbers`)."""
+        """`bits`: each replica's bit in the index's sets (`prefix_index.replica_bits`)."""
         self._route_key = route_key
         self._seed = route_seed(route_key)
         self._index = index
-        self._numbers = {url: number for (key, url), number in numbers.items() if key == route_key}
+        self._bits = {url: bit for (key, url), bit in bits.items() if key == route_key}
         self._margin = margin
         self._publisher = publisher
         self._balance = LeastOutstanding()
@@ -73,23 +74,25 @@ class PrefixAffinity:
     def choose(self, replicas: Sequence[Replica], candidates: list[Replica], chain: Any) -> tuple[Replica, str]:
         if not chain:
             return self._balance.least_loaded(replicas, candidates), NO_PROMPT
-        matched, number = self._index.longest(chain)
+        matched, holders = self._index.longest(chain)
+        bits = self._bits
         own = None
-        if matched:
-            own = next((r for r in candidates if self._numbers.get(r.url) == number), None)
-        if own is not None:
-            load = own.load()
-            if all(load <= other.load() + self._margin for other in candidates):
-                self._learn(own, chain[matched - 1 :])
-                return own, PREFIX_HIT
+        if matched:  # the least loaded of the replicas that received the longest known prefix
+            loads = {replica: replica.load() for replica in candidates}
+            holding = [replica for replica in candidates if bits.get(replica.url, 0) & holders]
+            if holding:
+                own = min(holding, key=loads.__getitem__)
+                if loads[own] <= min(loads.values()) + self._margin:
+                    self._learn(own, chain[matched - 1 :])
+                    return own, PREFIX_HIT
         chosen = self._balance.least_loaded(replicas, candidates)
         self._learn(chosen, chain)
         return chosen, LOAD_OVERRIDE if own is not None else NO_MATCH
 
     def _learn(self, replica: Replica, keys: Sequence[int]) -> None:
-        number = self._numbers.get(replica.url)
-        if number is None:
+        bit = self._bits.get(replica.url)
+        if bit is None:
             return
-        self._index.learn(keys, number)
+        self._index.learn(keys, bit)
         if self._publisher is not None:
             self._publisher.publish(self._route_key, replica.url, keys)

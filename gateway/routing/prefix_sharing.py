@@ -37,12 +37,12 @@ _PURPOSE = "prefix index"
 
 class PrefixSharing:
     def __init__(
-        self, store: RedisStore, index: PrefixIndex, numbers: Mapping[tuple[str, str], int], table: Any | None
+        self, store: RedisStore, index: PrefixIndex, bits: Mapping[tuple[str, str], int], table: Any | None
     ) -> None:
         """`table`: the machine's shared index (whose lease says who reads), None in a single process."""
         self._store = store
         self._index = index
-        self._numbers = numbers
+        self._bits = bits
         self._table = table
         self._stream = store.key("prefix", "index")
         self._machine = str(index.machine).encode()
@@ -118,12 +118,12 @@ class PrefixSharing:
         if fields.get(b"m") == self._machine:
             return 0  # this machine's own: its index has them
         try:
-            number = self._numbers.get((fields[b"r"].decode(), fields[b"u"].decode()))
+            bit = self._bits.get((fields[b"r"].decode(), fields[b"u"].decode()))
             keys = array("Q")
             keys.frombytes(fields[b"k"])
         except (KeyError, UnicodeDecodeError, ValueError):
             return 0  # not an entry of this version's: skipped
-        if number is None:
+        if bit is None:
             return 0  # a replica this instance does not route to
-        self._index.learn(keys, number)
+        self._index.learn(keys, bit)
         return len(keys)

@@ -1,21 +1,26 @@
 """
-Which replica most recently received each prompt prefix, shared by the workers of a machine.
+Which replicas have received each prompt prefix, shared by the workers of a machine.
 
-The `prefix` policy routes a prompt to the replica that last received its longest known prefix,
-where vLLM most likely still holds it in its KV cache. The keys are a prompt's chain of block
-hashes (`routing/prompt_chain.py`); the value is the replica (its number in the machine's layout,
-`replica_numbers`) and when it received the prefix.
+The `prefix` policy routes a prompt to a replica that received its longest known prefix, where
+vLLM most likely still holds it in its KV cache. The keys are a prompt's chain of block hashes
+(`routing/prompt_chain.py`, which seeds them with the route, so each route has entries of its own);
+the value is the set of the route's replicas that received the prefix (a bit per replica, by its
+place in the route's list), and when one last did. A system prompt that opens many conversations
+soon has every replica in its set, and the policy picks the least loaded of them; the turns of one
+conversation have only its own replica.
 
 The index is a fixed table of doubles in shared memory, made by the main process before the
 workers start, as the other tables are (`tables.py`): `BUCKETS` buckets of two slots, each slot a
-key and its value, `(replica + 1) << 40 | milliseconds` (CLOCK_MONOTONIC, one clock for the whole
+key and its value, `replicas << 37 | centiseconds` (CLOCK_MONOTONIC, one clock for the whole
 machine). A key goes in the bucket its CRC bits name: when both slots hold other keys, the older
-entry gives way. An entry older than `ttl` is not believed. So the index is bounded (about
-4 MiB), and ages out twice over: by time, and by newer prompts taking the slots of older ones.
+entry gives way. An entry older than `ttl` is not believed (and a replica that receives it again
+starts a new set). So the index is bounded (4 MiB), and ages out twice over: by time, and by newer
+prompts taking the slots of older ones. A route of more than 16 replicas shares bits among them
+(replica 16 has replica 0's): a guess that costs at worst a prefix-cache miss.
 
 Slots are read and written without a lock: a double is read whole, and a reader that meets a key
 whose value another worker is rewriting at that instant sees the older value; the worst any race
-can do is send one request to a replica that no longer holds its prefix.
+can do is send one request to a replica that does not hold its prefix.
 
 The header holds the layout's fingerprint, this machine's random id (which tells its own entries
 apart in Redis, `routing/prefix_sharing.py`), and the lease of the worker that reads Redis for
@@ -33,25 +38,22 @@ from typing import Any
 
 from gateway.shared import tables
 
-__all__ = ["BUCKETS", "PrefixIndex", "create_table", "replica_numbers", "take_lease"]
+__all__ = ["BUCKETS", "REPLICA_BITS", "PrefixIndex", "create_table", "replica_bits", "take_lease"]
 
 BUCKETS = 1 << 17  # of two slots: 262,144 prefixes, 4 MiB
 _FINGERPRINT, _MACHINE, _HOLDER, _LEASE_UNTIL = 0, 1, 2, 3
 _HEADER = 4
 _KIND = "prefix\n"
-_TIME_BITS = 40
+_TIME_BITS = 37  # centiseconds: 43 years of uptime
 _TIME_MASK = (1 << _TIME_BITS) - 1
+REPLICA_BITS = 16  # with the time, 53 bits: a double's integers
 _BUCKET_MASK = BUCKETS - 1
 _CRC_SHIFT = 20  # a key is its chain's CRC above the block's number (`prompt_chain.py`)
 
 
-def replica_numbers(routes: Mapping[str, tuple[str, ...]]) -> dict[tuple[str, str], int]:
-    """Each (route key, replica URL)'s number, the same in every process with these routes."""
-    numbers: dict[tuple[str, str], int] = {}
-    for key in sorted(routes):
-        for url in routes[key]:
-            numbers.setdefault((key, url), len(numbers))
-    return numbers
+def replica_bits(routes: Mapping[str, tuple[str, ...]]) -> dict[tuple[str, str], int]:
+    """Each (route key, replica URL)'s bit in the sets of replicas: by its place in the route."""
+    return {(key, url): 1 << (place % REPLICA_BITS) for key, urls in routes.items() for place, url in enumerate(urls)}
 
 
 def create_table(routes: Mapping[str, tuple[str, ...]]) -> Any:
@@ -82,10 +84,10 @@ class PrefixIndex:
             values = self.shared.get_obj()
         self.machine = int(values[_MACHINE])
         self._slots = memoryview(values).cast("B").cast("d")
-        self._ttl_ms = int(ttl_seconds * 1000)
+        self._ttl = int(ttl_seconds * 100)
 
-    def _replica(self, key: int, now: int) -> int:
-        """The replica recorded for `key` if it is young enough, else -1."""
+    def _replicas(self, key: int, now: int) -> int:
+        """The set of replicas recorded for `key` if it is young enough, else 0."""
         slots = self._slots
         bucket = _HEADER + ((key >> _CRC_SHIFT) & _BUCKET_MASK) * 4
         if slots[bucket] == key:
@@ -93,13 +95,13 @@ class PrefixIndex:
         elif slots[bucket + 2] == key:
             value = int(slots[bucket + 3])
         else:
-            return -1
-        if now - (value & _TIME_MASK) > self._ttl_ms:
-            return -1
-        return (value >> _TIME_BITS) - 1
+            return 0
+        if now - (value & _TIME_MASK) > self._ttl:
+            return 0
+        return value >> _TIME_BITS
 
     def longest(self, chain: Sequence[int]) -> tuple[int, int]:
-        """(blocks matched, replica) for the longest prefix of `chain` in the index; (0, -1): none.
+        """(blocks matched, replicas) for the longest prefix of `chain` in the index; (0, 0): none.
 
         From the whole prompt down, in growing steps (1, 2, 4, ... blocks), then halving back up:
         a repeated prompt costs one look, a conversation's next turn a few, and a new prompt of
@@ -107,43 +109,50 @@ class PrefixIndex:
         known one are known too; where that does not hold (an entry overwritten), the search may
         settle on a shorter prefix than the longest, never on one that is not there.
         """
-        now = _now_ms()
+        now = _now()
         count, step, missed = len(chain), 1, len(chain) + 1
         while True:
-            replica = self._replica(chain[count - 1], now) if count else -1
-            if replica >= 0:
+            replicas = self._replicas(chain[count - 1], now) if count else 0
+            if replicas:
                 break
             if count <= 1:
-                return 0, -1
+                return 0, 0
             missed = count
             count = max(count - step, 1)
             step *= 2
         while missed - count > 1:  # `count` is there, `missed` is not
             middle = (count + missed) // 2
-            found = self._replica(chain[middle - 1], now)
-            if found >= 0:
-                count, replica = middle, found
+            found = self._replicas(chain[middle - 1], now)
+            if found:
+                count, replicas = middle, found
             else:
                 missed = middle
-        return count, replica
+        return count, replicas
 
     def learn(self, keys: Iterable[int], replica: int) -> None:
-        """Record that `replica` received the prefixes `keys` now."""
+        """Record that the replica of bit `replica` (`replica_bits`) received the prefixes `keys` now."""
         slots = self._slots
-        now = _now_ms()
-        value = float((replica + 1) << _TIME_BITS | now)
+        now = _now()
+        fresh = float(replica << _TIME_BITS | now)
         for key in keys:
             bucket = _HEADER + ((key >> _CRC_SHIFT) & _BUCKET_MASK) * 4
             if slots[bucket] == key:
-                slots[bucket + 1] = value
+                slots[bucket + 1] = self._joined(slots[bucket + 1], replica, now, fresh)
             elif slots[bucket + 2] == key:
-                slots[bucket + 3] = value
+                slots[bucket + 3] = self._joined(slots[bucket + 3], replica, now, fresh)
             else:  # the older slot gives way (an empty one is the oldest)
                 first_older = int(slots[bucket + 1]) & _TIME_MASK <= int(slots[bucket + 3]) & _TIME_MASK
                 slot = bucket if first_older else bucket + 2
                 slots[slot] = key
-                slots[slot + 1] = value
+                slots[slot + 1] = fresh
+
+    def _joined(self, old: float, replica: int, now: int, fresh: float) -> float:
+        value = int(old)
+        if now - (value & _TIME_MASK) > self._ttl:
+            return fresh  # the others' receipts are too old to believe
+        return float((value >> _TIME_BITS | replica) << _TIME_BITS | now)
 
 
-def _now_ms() -> int:
-    return int(time.monotonic() * 1000)
+def _now() -> int:
+    """CLOCK_MONOTONIC in centiseconds."""
+    return int(time.monotonic() * 100)

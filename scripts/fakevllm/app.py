@@ -12,6 +12,7 @@ from typing import Any
 
 from fakevllm.bodies import completion_length, count_words, embed, parse_body, request_id, require, usage
 from fakevllm.common import FINGERPRINT, JSON, MAX_MODEL_LEN, PIECES, SSE, HTTPError, Knobs, Stats, dumps
+from fakevllm.prefix_cache import PrefixCache, chat_prompt, completion_prompt, wanted
 from fakevllm.wire import Connection, Request
 
 Handler = Callable[[Connection, Request], Awaitable[None]]
@@ -24,7 +25,8 @@ class FakeVLLM:
         self.stats = Stats()
         self.connections: set[Connection] = set()
         self._date, self._date_second = b"", -1
-        self.running = 0  # API POSTs under way: vllm:num_requests_running
+        self.running = 0  # API POSTs under way: vllm:num_requests_running, less those waiting for prefill
+        self.cache = PrefixCache()
         self.routes: dict[str, dict[str, Handler]] = {
             "/v1/models": {"GET": self.models},
             "/health": {"GET": self.health},
@@ -97,19 +99,23 @@ class FakeVLLM:
         conn.transport.write(conn.head(200, None, 0))
 
     async def metrics(self, conn: Connection, request: Request) -> None:
-        """The load gauges of vLLM's own /metrics, by its names (vLLM 0.32.0)."""
-        knobs = self.knobs
+        """The load gauges and prefix cache counters of vLLM's own /metrics, by its names (vLLM 0.32.0)."""
+        knobs, queued = self.knobs, self.cache.waiting
         if knobs.metrics_status:
             raise HTTPError(knobs.metrics_status, f"fake-vllm: injected status {knobs.metrics_status}")
         labels = f'{{engine="0",model_name="{knobs.models[0]}"}}'
         gauges = (
-            ("num_requests_running", "Number of requests in model execution batches.", float(self.running)),
-            ("num_requests_waiting", "Number of requests waiting to be processed.", float(knobs.waiting)),
-            ("kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", knobs.kv_cache_usage),
-        )
+            ("num_requests_running", "Number of requests in model execution batches.", self.running - queued, "gauge"),
+            ("num_requests_waiting", "Number of requests waiting to be processed.", knobs.waiting + queued, "gauge"),
+            ("kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", knobs.kv_cache_usage, "gauge"),
+            ("prefix_cache_queries_total", "Prefix cache queries, in terms of number of queried tokens.",
+             self.stats.prefix_cache_queries, "counter"),
+            ("prefix_cache_hits_total", "Prefix cache hits, in terms of number of cached tokens.",
+             self.stats.prefix_cache_hits, "counter"),
+        )  # fmt: skip
         text = "".join(
-            f"# HELP vllm:{name} {doc}\n# TYPE vllm:{name} gauge\nvllm:{name}{labels} {value!r}\n"
-            for name, doc, value in gauges
+            f"# HELP vllm:{name} {doc}\n# TYPE vllm:{name} {kind}\nvllm:{name}{labels} {float(value)!r}\n"
+            for name, doc, value, kind in gauges
         )
         conn.send(200, text.encode(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
 
@@ -122,6 +128,7 @@ class FakeVLLM:
         model = self.model(body, knobs, "model", aliases=True)
         count, finish = completion_length(body, knobs, "max_completion_tokens", "max_tokens")
         prompt_tokens = sum(count_words(m.get("content")) for m in messages if isinstance(m, dict)) or 1
+        prompt = chat_prompt(messages) if wanted(knobs) else ""
         head = {"id": request_id(request, "chatcmpl"), "object": "chat.completion", "created": int(time.time()),
                 "model": model}  # fmt: skip
         if body.get("stream"):
@@ -132,7 +139,7 @@ class FakeVLLM:
                 return {"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": reason,
                         **({"stop_reason": None} if reason else {}), "token_ids": None}  # fmt: skip
 
-            return await self.stream(conn, knobs, body, head, role, choice, count, finish, prompt_tokens)
+            return await self.stream(conn, knobs, body, head, role, choice, count, finish, prompt_tokens, prompt)
         message = {"role": "assistant", "content": "".join(PIECES[:count]), "refusal": None, "annotations": None,
                    "audio": None, "function_call": None, "reasoning": None}  # fmt: skip
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish, "stop_reason": None,
@@ -140,6 +147,7 @@ class FakeVLLM:
         reply = {**head, "choices": [choice], "service_tier": None, "system_fingerprint": FINGERPRINT,
                  "usage": usage(prompt_tokens, count, True), "prompt_logprobs": None, "prompt_token_ids": None,
                  "prompt_text": None, "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}  # fmt: skip
+        await self.cache.prefill(knobs, self.stats, prompt, count)
         await self.respond(conn, knobs, reply)
 
     async def completions(self, conn: Connection, request: Request) -> None:
@@ -148,6 +156,7 @@ class FakeVLLM:
         model = self.model(body, knobs, "model", aliases=True)
         count, finish = completion_length(body, knobs, "max_tokens")
         prompt_tokens = count_words(prompt) or 1
+        prompt = completion_prompt(prompt) if wanted(knobs) else ""
         head = {"id": request_id(request, "cmpl"), "object": "text_completion", "created": int(time.time()),
                 "model": model}  # fmt: skip
         if body.get("stream"):
@@ -156,12 +165,13 @@ class FakeVLLM:
                 return {"index": 0, "text": piece, "logprobs": None, "finish_reason": reason, "stop_reason": None,
                         "prompt_token_ids": None, "token_ids": None}  # fmt: skip
 
-            return await self.stream(conn, knobs, body, head, None, choice, count, finish, prompt_tokens)
+            return await self.stream(conn, knobs, body, head, None, choice, count, finish, prompt_tokens, prompt)
         # Not captured from vLLM: this follows the field order of its CompletionResponse model.
         choice = {"index": 0, "text": "".join(PIECES[:count]), "logprobs": None, "finish_reason": finish,
                   "stop_reason": None, "token_ids": None, "prompt_logprobs": None, "prompt_token_ids": None}  # fmt: skip
         reply = {**head, "choices": [choice], "service_tier": None, "system_fingerprint": FINGERPRINT,
                  "usage": usage(prompt_tokens, count, True), "kv_transfer_params": None}  # fmt: skip
+        await self.cache.prefill(knobs, self.stats, prompt, count)
         await self.respond(conn, knobs, reply)
 
     async def embeddings(self, conn: Connection, request: Request) -> None:
@@ -224,8 +234,9 @@ class FakeVLLM:
 
     async def stream(self, conn: Connection, knobs: Knobs, body: dict[str, Any], head: dict[str, Any],
                      role: dict[str, Any] | None, choice: Callable[[str, str | None], dict[str, Any]], tokens: int,
-                     finish: str, prompt_tokens: int) -> None:  # fmt: skip
-        """Send [the role chunk,] the content chunks (the last with finish_reason), [usage,] then [DONE].
+                     finish: str, prompt_tokens: int, prompt: str) -> None:  # fmt: skip
+        """Send the headers, prefill, then [the role chunk,] the content chunks (the last with finish_reason),
+        [usage,] then [DONE].
 
         Each event is serialised as it goes out: a burst of new streams must not make the fake the
         bottleneck of a benchmark.
@@ -245,6 +256,7 @@ class FakeVLLM:
             return b"[DONE]"
 
         conn.transport.write(conn.head(200, SSE, None))
+        await self.cache.prefill(knobs, self.stats, prompt, tokens)  # vLLM's role chunk comes with the first token
         if role is not None:
             conn.send_event(dumps({**head, "choices": [role], "prompt_token_ids": None, "prompt_text": None}))
         for sent in range(tokens + include_usage + 1):  # `sent` content events have gone out so far
@@ -268,6 +280,7 @@ class FakeVLLM:
 
     async def reset(self, conn: Connection, request: Request) -> None:
         self.knobs, self.stats = self.initial, Stats(open_connections=self.stats.open_connections)
+        self.cache.clear()
         conn.send(200, dumps(dataclasses.asdict(self.knobs)))
 
     async def get_stats(self, conn: Connection, request: Request) -> None:

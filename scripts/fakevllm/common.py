@@ -48,6 +48,9 @@ class Knobs:
     waiting: int = 0  # vllm:num_requests_waiting in /metrics (running is the requests under way)
     kv_cache_usage: float = 0.0  # vllm:kv_cache_usage_perc in /metrics
     metrics_status: int | None = None  # answer GET /metrics with this status
+    prefix_cache_blocks: int = 4096  # blocks of 16 tokens (4 bytes each) in the LRU prefix cache; 0: none
+    prefill_seconds_per_token: float = 0.0  # prefill time per uncached prompt token, one request at a time
+    prefill_base_seconds: float = 0.0  # prefill time per request on top; both 0: no prefill time, no turns
 
     def merged(self, overrides: Any) -> Knobs:
         if not isinstance(overrides, dict):
@@ -69,7 +72,7 @@ def check_knob(key: str, value: Any) -> Any:
         return value or None  # 0 switches it off too
     if key.endswith("_after") and (value is None or is_int and value >= 0):
         return value
-    if key == "waiting" and is_int and value >= 0:
+    if key in ("waiting", "prefix_cache_blocks") and is_int and value >= 0:
         return value
     if key in ("chunks", "embedding_dim") and is_int and 1 <= value <= (MAX_MODEL_LEN if key == "chunks" else 65536):
         return value
@@ -87,6 +90,8 @@ class Stats:
     request_ids: collections.deque[str] = dataclasses.field(default_factory=lambda: collections.deque(maxlen=200))
     last_headers: dict[str, str] = dataclasses.field(default_factory=dict)
     completed: int = 0
+    prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache
+    prefix_cache_hits: int = 0  # of them, those found cached
 
     def as_json(self) -> dict[str, Any]:
         return {**vars(self), "requests": dict(self.requests), "request_ids": list(self.request_ids)}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -422,6 +423,8 @@ def test_every_query_names_metrics_and_labels_that_the_gateway_exports(
         # Two names of one server: a route whose policy has a choice to count.
         MODEL_ROUTE_sessions=f"{session_upstream.url},{session_upstream.url.replace('127.0.0.1', 'localhost')}",
         ROUTING_POLICY_sessions="session",
+        MODEL_ROUTE_prefixed=f"{session_upstream.url},{session_upstream.url.replace('127.0.0.1', 'localhost')}",
+        ROUTING_POLICY_prefixed="prefix",
         METRICS_PUBLIC="true",
         USE_REDIS="true",
         REDIS_URL=redis_with_a_bad_key.url,
@@ -436,11 +439,17 @@ def test_every_query_names_metrics_and_labels_that_the_gateway_exports(
             assert b"data: [DONE]" in response.read()
         assert client.post("/v1/embeddings", json=EMBED).status_code == 200
         session_chat = {**CHAT, "model": "session-model"}
-        headers = {"X-Session-ID": "conversation-1"}
+        headers = {"X-Session-ID": "conversation-1", "X-Model-Key": "sessions"}
         assert client.post("/v1/chat/completions", json=session_chat, headers=headers).status_code == 200
+        long_chat = {**session_chat, "messages": [{"role": "user", "content": "A long question. " * 80}]}
+        prefixed = {"X-Model-Key": "prefixed"}
+        assert client.post("/v1/chat/completions", json=long_chat, headers=prefixed).status_code == 200
         assert client.post("/v1/embeddings", json={**EMBED, "fake": {"status": 500}}).status_code == 500
         assert client.post("/v1/chat/completions", json=CHAT, headers={"X-Model-Key": "nope"}).status_code == 404
-        scrape = client.get("/metrics").text
+        deadline = time.monotonic() + 10  # the placement reaches Redis at the worker's next flush (50 ms)
+        while "gateway_prefix_index_updates_total{" not in (scrape := client.get("/metrics").text):
+            assert time.monotonic() < deadline, "no prefix-index update was published"
+            time.sleep(0.05)
     exported = exported_labels(scrape)
 
     dashboard = load_dashboard()

@@ -6,7 +6,7 @@ import orjson
 
 from gateway.routing.prefix_affinity import PrefixAffinity
 from gateway.routing.replicas import Replica, Route
-from gateway.shared.prefix_index import PrefixIndex, replica_numbers
+from gateway.shared.prefix_index import PrefixIndex, replica_bits
 
 URLS = ("http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1", "http://10.0.0.3:8000/v1")
 ROUTES = {"tiny": URLS, "other": ("http://10.0.0.9:8000/v1",)}
@@ -23,7 +23,7 @@ class Recorder:
 
 def policy(margin: float = 4, index: PrefixIndex | None = None, publisher: Recorder | None = None) -> PrefixAffinity:
     index = index or PrefixIndex(None, ROUTES, 60)
-    return PrefixAffinity("tiny", index, replica_numbers(ROUTES), margin, publisher)
+    return PrefixAffinity("tiny", index, replica_bits(ROUTES), margin, publisher)
 
 
 def conversation(turns: int) -> bytes:
@@ -55,8 +55,11 @@ def test_a_replica_loaded_beyond_the_margin_gives_way_and_the_least_loaded_learn
     others = [replica for replica in pool if replica is not own]
     others[0].in_flight = 1
     assert prefix.choose(pool, pool, chain) == (others[1], "load_override")
-    own.in_flight = 0
-    assert prefix.choose(pool, pool, chain) == (others[1], "prefix_hit")  # where it went last
+    # Both have received it now: the less loaded of the two takes it.
+    own.in_flight, others[1].in_flight = 1, 0
+    assert prefix.choose(pool, pool, chain) == (others[1], "prefix_hit")
+    own.in_flight, others[1].in_flight = 0, 2
+    assert prefix.choose(pool, pool, chain) == (own, "prefix_hit")
 
 
 def test_a_replica_out_of_rotation_or_tried_already_is_passed_over() -> None:
@@ -87,7 +90,7 @@ def test_every_instance_agrees_through_what_is_published() -> None:
     (route_key, url, keys), *_ = recorder.published
     assert (route_key, url, keys) == ("tiny", own.url, chain)
     elsewhere_index = PrefixIndex(None, ROUTES, 60)  # another machine, learning from Redis
-    elsewhere_index.learn(keys, replica_numbers(ROUTES)[("tiny", url)])
+    elsewhere_index.learn(keys, replica_bits(ROUTES)[("tiny", url)])
     there = policy(index=elsewhere_index)
     other_pool = [Replica(url) for url in URLS]
     replica, reason = there.choose(other_pool, other_pool, there.affinity(None, conversation(3)))
