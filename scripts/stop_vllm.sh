@@ -16,7 +16,7 @@ STARTING_GRACE=3
 
 usage() {
     cat <<EOF
-Usage: scripts/stop_vllm.sh [chat | embed | all]
+Usage: scripts/stop_vllm.sh [chat | chat2 | embed | all]
 
 Stops the vLLM servers started by 'scripts/start_vllm.sh --cpu' (default: all): SIGTERM to each
 server's process group, then SIGKILL to what is left after VLLM_STOP_TIMEOUT seconds (default 15;
@@ -26,12 +26,12 @@ Idempotent: a server that is not running is reported and skipped.
 Environment:
   VLLM_CPU_HOME      cache folder with the pid files (default \$HOME/.cache/gateway-vllm-cpu)
   VLLM_STOP_TIMEOUT  seconds to wait after SIGTERM before SIGKILL (default 15)
-  VLLM_CPU_CHAT_PORT, VLLM_CPU_EMBED_PORT  the ports, as given to start_vllm.sh (default 8101, 8102)
+  VLLM_CPU_CHAT_PORT, VLLM_CPU_CHAT2_PORT, VLLM_CPU_EMBED_PORT  the ports, as given to start_vllm.sh (default 8101, 8103, 8102)
 EOF
 }
 
 log() { printf 'stop_vllm: %s\n' "$*" >&2; }
-port_of() { if [[ $1 == chat ]]; then echo "${VLLM_CPU_CHAT_PORT:-8101}"; else echo "${VLLM_CPU_EMBED_PORT:-8102}"; fi; }
+port_of() { case $1 in chat) echo "${VLLM_CPU_CHAT_PORT:-8101}" ;; chat2) echo "${VLLM_CPU_CHAT2_PORT:-8103}" ;; *) echo "${VLLM_CPU_EMBED_PORT:-8102}" ;; esac; }
 port_open() { (: <>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 answers() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1/health" 2>/dev/null; }
 
@@ -130,13 +130,13 @@ main() {
     while (($# > 0)); do
         case $1 in
         -h | --help) usage; exit 0 ;;
-        chat | embed) targets+=("$1") ;;
-        all) targets+=(chat embed) ;;
+        chat | chat2 | embed) targets+=("$1") ;;
+        all) targets+=(chat chat2 embed) ;;
         *) usage >&2; log "ERROR: unknown argument: $1"; exit 2 ;;
         esac
         shift
     done
-    ((${#targets[@]} > 0)) || targets=(chat embed)
+    ((${#targets[@]} > 0)) || targets=(chat chat2 embed)
     for t in "${targets[@]}"; do stop_one "$t" || rc=1; done
     return "$rc"
 }
