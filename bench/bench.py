@@ -113,6 +113,7 @@ class Bench:
             while time.monotonic() < self.patience and machine_busy_pct(1.0) > 10:  # our servers are idle now
                 pass
             pids = self.gateway.pids() + self.fake.pids()
+            pids += [pid for extra in getattr(self.args, "extra_fakes", ()) for pid in extra.pids()]
             ours, ticks, started = cpu_seconds(pids) + own_cpu_seconds(), machine_ticks()[0], time.monotonic()
             result = measure(server, path, body)
             ours = cpu_seconds(pids) + own_cpu_seconds() - ours

@@ -13,12 +13,20 @@ other instance than the last and after a pause of `--think-ms` (a user reading a
 hit rate (vLLM's `prefix_cache_hits_total` / `prefix_cache_queries_total`), the time to the
 first token (p50, p99) and the requests each replica served. `oracle` pins conversation i to
 replica i mod 3 and sends it there directly, without a gateway: the hit rate to reach.
+
+With `--upstreams URL,URL` the replicas are real vLLM servers instead (counters read before and
+after each policy; requests per replica from `vllm:request_success_total`), for example the two
+CPU replicas of `scripts/start_vllm.sh --cpu chat chat2`, on a smaller workload:
+
+    .venv/bin/python scripts/bench_routing.py --upstreams http://127.0.0.1:8101/v1,http://127.0.0.1:8103/v1 \
+        --model tiny-llama --conversations 8 --turns 4 --group 4 --concurrency 4 --max-tokens 8
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import re
@@ -72,34 +80,44 @@ def start_fakes(count: int) -> list[servers.Server]:
     return fakes
 
 
-def configure(fakes: list[servers.Server], args: argparse.Namespace) -> None:
+def configure(urls: list[str], args: argparse.Namespace) -> None:
+    """The fakes' knobs, afresh (real vLLM servers are left as they are)."""
+    if args.upstreams:
+        return
     knobs = (f'{{"chunks":16,"chunk_interval":0.01,"prefix_cache_blocks":{args.cache_blocks},'
              f'"prefill_seconds_per_token":{args.prefill_ms_per_token / 1000},"prefill_base_seconds":0.002}}')  # fmt: skip
-    for fake in fakes:
-        post_json(fake.port, "/_fake/reset", b"{}")
-        post_json(fake.port, "/_fake/config", knobs.encode())
+    for url in urls:
+        port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+        post_json(port, "/_fake/reset", b"{}")
+        post_json(port, "/_fake/config", knobs.encode())
 
 
-def cache_counters(fake: servers.Server) -> tuple[float, float]:
-    with _opener.open(f"http://{servers.HOST}:{fake.port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+def scrape(url: str) -> str:
+    with _opener.open(url, timeout=5) as response:
+        return response.read().decode()  # type: ignore[no-any-return]
 
-    def value(name: str) -> float:
-        found = re.search(rf"^vllm:{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
-        return float(found.group(1)) if found else 0.0
 
-    return value("prefix_cache_hits_total"), value("prefix_cache_queries_total")
+def counters(url: str) -> tuple[float, float, float]:
+    """A replica's prefix-cache hits and queries (tokens) and the requests it finished, from its
+    /metrics (vLLM's names; each summed over its label sets)."""
+    text = scrape(url.removesuffix("/v1") + "/metrics")
+
+    def total(name: str) -> float:
+        return sum(float(value) for value in re.findall(rf"^vllm:{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
+
+    return total("prefix_cache_hits_total"), total("prefix_cache_queries_total"), total("request_success_total")
 
 
 def decisions(gateway: servers.Server) -> dict[str, float]:
-    with _opener.open(f"http://{servers.HOST}:{gateway.port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    text = scrape(f"http://{servers.HOST}:{gateway.port}/metrics")
     found = re.findall(r'^gateway_routing_decisions_total\{[^}]*reason="([^"]+)"[^}]*\} (\S+)$', text, re.MULTILINE)
     return {reason: float(value) for reason, value in found}
 
 
-def chat_requests(fake: servers.Server) -> int:
-    return int(servers.get_json(fake.port, "/_fake/stats")["requests"].get("/v1/chat/completions", 0))
+def chat_requests(url: str) -> float:
+    """What the fake counted (it keeps no vllm:request_success_total)."""
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    return float(servers.get_json(port, "/_fake/stats")["requests"].get("/v1/chat/completions", 0))
 
 
 def redis_url() -> tuple[str, servers.Server | None]:
@@ -117,14 +135,14 @@ def redis_url() -> tuple[str, servers.Server | None]:
         return f"redis://{servers.HOST}:{port}/0", server
 
 
-def start_gateways(policy: str, fakes: list[servers.Server], redis: str, args: argparse.Namespace) -> list[servers.Server]:  # fmt: skip
+def start_gateways(policy: str, urls: list[str], redis: str, args: argparse.Namespace) -> list[servers.Server]:
     gateways = []
     prefix = f"bench-routing-{uuid.uuid4().hex[:8]}:"
     for _ in range(2):
         port = servers.free_port()
         env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR") if key in os.environ}
         env.update(PYTHONPATH=str(servers.ROOT), API_HOST=servers.HOST, API_PORT=str(port), WORKERS="2",
-                   MODEL_ROUTE_bench=",".join(f"http://{servers.HOST}:{fake.port}/v1" for fake in fakes),
+                   MODEL_ROUTE_bench=",".join(urls),
                    ROUTING_POLICY=policy, USE_REDIS="true", REDIS_URL=redis, REDIS_PREFIX=prefix,
                    RATE_LIMIT_PER_MIN="0", LOG_LEVEL="WARNING")  # fmt: skip
         env.update(item.split("=", 1) for item in args.gateway_env)
@@ -157,7 +175,7 @@ async def conversation(client: httpx.AsyncClient, number: int, urls: list[str], 
     for turn in range(args.turns):
         messages.append({"role": "user", "content": user_message(number, turn)})
         url = urls[(number + turn) % len(urls)]
-        body = {"model": MODEL, "messages": messages, "stream": True, "max_tokens": 16}
+        body = {"model": args.model, "messages": messages, "stream": True, "max_tokens": args.max_tokens}
         headers = {"x-session-id": f"conversation-{number}"}
         started = time.perf_counter()
         reply, first = [], None
@@ -169,10 +187,11 @@ async def conversation(client: httpx.AsyncClient, number: int, urls: list[str], 
                 async for line in response.aiter_lines():
                     if not line.startswith("data: {"):
                         continue
-                    piece = re.search(r'"content":"((?:[^"\\]|\\.)*)"', line)
-                    if piece and piece.group(1):
+                    choices = json.loads(line[6:]).get("choices") or [{}]
+                    piece = (choices[0].get("delta") or {}).get("content")
+                    if piece:
                         first = first or time.perf_counter()
-                        reply.append(piece.group(1))
+                        reply.append(piece)
         except httpx.HTTPError:
             result.errors += 1
             return
@@ -198,18 +217,18 @@ async def workload(urls_for: Any, result: Result, args: argparse.Namespace) -> N
         await asyncio.gather(*(worker(place) for place in range(args.concurrency)))
 
 
-def run(policy: str, fakes: list[servers.Server], redis: str, args: argparse.Namespace) -> Result:
-    configure(fakes, args)
+def run(policy: str, urls: list[str], redis: str, args: argparse.Namespace) -> Result:
+    configure(urls, args)
     result = Result(policy)
+    before = [counters(url) for url in urls]
     gateways: list[servers.Server] = []
     try:
         if policy == "oracle":
-            direct = [f"http://{servers.HOST}:{fake.port}/v1" for fake in fakes]
 
             def urls_for(number: int) -> list[str]:
-                return [direct[number % len(direct)]]
+                return [urls[number % len(urls)]]
         else:
-            gateways = start_gateways(policy, fakes, redis, args)
+            gateways = start_gateways(policy, urls, redis, args)
             through = [f"http://{servers.HOST}:{gateway.port}/v1" for gateway in gateways]
 
             def urls_for(number: int) -> list[str]:
@@ -224,11 +243,11 @@ def run(policy: str, fakes: list[servers.Server], redis: str, args: argparse.Nam
     finally:
         for gateway in gateways:
             gateway.stop()
-    for fake in fakes:
-        hits, queries = cache_counters(fake)
-        result.hits += hits
-        result.queries += queries
-        result.per_replica.append(chat_requests(fake))
+    for url, (hits, queries, finished) in zip(urls, before, strict=True):
+        now_hits, now_queries, now_finished = counters(url)
+        result.hits += now_hits - hits
+        result.queries += now_queries - queries
+        result.per_replica.append(int(now_finished - finished if args.upstreams else chat_requests(url)))
     return result
 
 
@@ -256,6 +275,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ramp-ms", type=float, default=100.0, help="between the starts of two clients")
     parser.add_argument("--prefill-ms-per-token", type=float, default=0.1)
     parser.add_argument("--cache-blocks", type=int, default=4096, help="each replica's prefix cache, in 64-byte blocks")
+    parser.add_argument(
+        "--upstreams",
+        metavar="URL,URL",
+        type=lambda v: [u.strip() for u in v.split(",") if u.strip()],
+        default=[],
+        help="real vLLM replicas (base URLs ending in /v1) instead of three fakes",
+    )
+    parser.add_argument("--model", default=MODEL, help="the model to ask for (the fakes serve bench-model)")
+    parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--gateway-env", metavar="KEY=VAL", action="append", default=[], help="repeatable")
     args = parser.parse_args()
     args.policies = [name.strip() for name in args.policies.split(",") if name.strip()]
@@ -267,20 +295,23 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     redis, redis_server = redis_url()
-    fakes = start_fakes(3)
+    fakes = [] if args.upstreams else start_fakes(3)
+    urls = args.upstreams or [f"http://{servers.HOST}:{fake.port}/v1" for fake in fakes]
     results = []
     try:
         for policy in args.policies:
-            results.append(run(policy, fakes, redis, args))
+            results.append(run(policy, urls, redis, args))
             r = results[-1]
             print(f"{policy}: {r.seconds:.1f} s, {len(r.ttft_ms)} turns, hit rate "
                   f"{r.hits / max(r.queries, 1):.1%}, per replica {r.per_replica}, choices {r.reasons}", flush=True)  # fmt: skip
     finally:
         for server in [*fakes, *([redis_server] if redis_server else [])]:
             server.stop()
+    upstream = (f"the vLLM servers {', '.join(urls)}" if args.upstreams else
+                f"3 fakes, prefill {args.prefill_ms_per_token:g} ms per uncached token, cache {args.cache_blocks} blocks each")  # fmt: skip
     print(f"\n{args.conversations} conversations x {args.turns} turns, system prompts shared by {args.group}, "
-          f"concurrency {args.concurrency} (starts {args.ramp_ms:g} ms apart), think {args.think_ms:g} ms, prefill {args.prefill_ms_per_token:g} ms "
-          f"per uncached token, cache {args.cache_blocks} blocks per replica; 3 replicas, 2 instances x 2 workers\n")  # fmt: skip
+          f"concurrency {args.concurrency} (starts {args.ramp_ms:g} ms apart), think {args.think_ms:g} ms, "
+          f"{args.max_tokens} tokens per answer; {upstream}; 2 gateway instances x 2 workers\n")  # fmt: skip
     print(report(results))
 
 

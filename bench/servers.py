@@ -92,7 +92,9 @@ def free_port() -> int:
 
 def start_fake() -> Server:
     port = free_port()
-    argv = [sys.executable, str(ROOT / "scripts" / "fake_vllm.py"), "--port", str(port), "--quiet", "--model", MODEL]
+    # No prefix cache: hashing each prompt would make the fake, not the gateway, what is measured.
+    argv = [sys.executable, str(ROOT / "scripts" / "fake_vllm.py"), "--port", str(port), "--quiet", "--model", MODEL,
+            "--prefix-cache-blocks", "0"]  # fmt: skip
     fake = Server("fake-vllm", argv, dict(os.environ), str(ROOT))
     fake.port = port
     fake.wait_ready("/health")

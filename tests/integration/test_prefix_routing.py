@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable, Iterator
 
@@ -129,3 +130,26 @@ def test_without_redis_each_instance_routes_by_its_own_index_and_sharing_resumes
         assert len(where(replicas)["after"]) == 1
     finally:
         restarted.stop()
+
+
+def test_an_ejected_replicas_conversations_move_and_the_others_stay(
+    start_gateway: Callable[..., Gateway], replicas: list[FakeVLLM], redis_server: RedisServer
+) -> None:
+    gateway = start(start_gateway, replicas, redis_server.url)
+    for conversation in CONVERSATIONS:
+        turn(gateway, conversation, 1)
+    before = {conversation: next(iter(urls)) for conversation, urls in where(replicas).items()}
+    victim = replicas[0]
+    assert victim.url in before.values()
+    victim.popen.send_signal(signal.SIGKILL)
+    victim.popen.wait(timeout=5)
+    survivors = replicas[1:]
+    for fake in survivors:
+        fake.reset()
+    for conversation in CONVERSATIONS:
+        turn(gateway, conversation, 2)  # failover keeps every answer a 200
+    after = {conversation: next(iter(urls)) for conversation, urls in where(survivors).items()}
+    assert set(after) == set(CONVERSATIONS)
+    for conversation, url in before.items():
+        if url != victim.url:
+            assert after[conversation] == url, conversation  # the others stayed where their prefix is
