@@ -179,6 +179,16 @@ class RedisServer(Process):
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
 
+def replicas_seen(fakes: list[FakeVLLM]) -> dict[str, set[str]]:
+    """Conversation -> the replicas that received its requests, from the X-Request-ID each saw
+    (`<conversation>.t<turn>`)."""
+    seen: dict[str, set[str]] = {}
+    for fake in fakes:
+        for request_id in fake.stats()["request_ids"]:
+            seen.setdefault(request_id.split(".t")[0], set()).add(fake.url)
+    return seen
+
+
 def run_elsewhere(code: str, *args: str) -> str:
     """What `python -c code args...` prints in another interpreter, with another hash seed."""
     done = subprocess.run(

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.procs import FakeVLLM, Gateway, RedisServer
+from tests.procs import FakeVLLM, Gateway, RedisServer, replicas_seen
 
 CONVERSATIONS = [f"conv-{i}" for i in range(9)]
 WAIT_SECONDS = 10.0
@@ -52,15 +52,6 @@ def turn(gateway: Gateway, conversation: str, turns: int) -> None:
     assert response.status_code == 200, response.text
 
 
-def where(fakes: list[FakeVLLM]) -> dict[str, set[str]]:
-    """Conversation -> the replicas that received its requests (from the X-Request-ID each saw)."""
-    seen: dict[str, set[str]] = {}
-    for fake in fakes:
-        for request_id in fake.stats()["request_ids"]:
-            seen.setdefault(request_id.split(".t")[0], set()).add(fake.url)
-    return seen
-
-
 def sample(gateway: Gateway, name: str, **labels: str) -> float:
     """A metric's value summed over the label sets that hold `labels` (0 if absent)."""
     text = httpx.get(f"{gateway.url}/metrics", timeout=5).text
@@ -94,7 +85,7 @@ def test_two_instances_send_each_conversation_to_one_replica(
             turn(gateways[(index + turns) % 2], conversation, turns)  # the turns alternate between instances
         # Before the next turn, each instance has learned the other's placements (about 0.1 s).
         wait_until(lambda seen=before: all(received(g) > b for g, b in zip(gateways, seen, strict=True)), "sharing")
-    placed = where(replicas)
+    placed = replicas_seen(replicas)
     assert set(placed) == set(CONVERSATIONS)
     assert all(len(urls) == 1 for urls in placed.values()), placed
     assert len({url for urls in placed.values() for url in urls}) == 3  # spread over every replica
@@ -114,7 +105,7 @@ def test_without_redis_each_instance_routes_by_its_own_index_and_sharing_resumes
     for turns in range(1, 4):  # each conversation on one instance: its own index keeps it on one replica
         for index, conversation in enumerate(CONVERSATIONS):
             turn(gateways[index % 2], conversation, turns)
-    placed = where(replicas)
+    placed = replicas_seen(replicas)
     assert all(len(urls) == 1 for urls in placed.values()), placed
     wait_until(lambda: all(sample(g, "gateway_prefix_index_shared") == 0 for g in gateways), "local, said so")
 
@@ -127,7 +118,7 @@ def test_without_redis_each_instance_routes_by_its_own_index_and_sharing_resumes
         turn(gateways[0], "after", 1)
         wait_until(lambda: received(gateways[1]) > before, "the other instance learns again")
         turn(gateways[1], "after", 2)
-        assert len(where(replicas)["after"]) == 1
+        assert len(replicas_seen(replicas)["after"]) == 1
     finally:
         restarted.stop()
 
@@ -138,7 +129,7 @@ def test_an_ejected_replicas_conversations_move_and_the_others_stay(
     gateway = start(start_gateway, replicas, redis_server.url)
     for conversation in CONVERSATIONS:
         turn(gateway, conversation, 1)
-    before = {conversation: next(iter(urls)) for conversation, urls in where(replicas).items()}
+    before = {conversation: next(iter(urls)) for conversation, urls in replicas_seen(replicas).items()}
     victim = replicas[0]
     assert victim.url in before.values()
     victim.popen.send_signal(signal.SIGKILL)
@@ -148,7 +139,7 @@ def test_an_ejected_replicas_conversations_move_and_the_others_stay(
         fake.reset()
     for conversation in CONVERSATIONS:
         turn(gateway, conversation, 2)  # failover keeps every answer a 200
-    after = {conversation: next(iter(urls)) for conversation, urls in where(survivors).items()}
+    after = {conversation: next(iter(urls)) for conversation, urls in replicas_seen(survivors).items()}
     assert set(after) == set(CONVERSATIONS)
     for conversation, url in before.items():
         if url != victim.url:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.procs import FakeVLLM, Gateway
+from tests.procs import FakeVLLM, Gateway, replicas_seen
 
 SESSIONS = [f"conv-{i}" for i in range(24)]
 
@@ -34,15 +34,6 @@ def turn(gateway: Gateway, session: str, number: int, *, by_header: bool = True)
     assert response.status_code == 200, response.text
 
 
-def where(fakes: list[FakeVLLM]) -> dict[str, set[str]]:
-    """Session -> the replicas that received its requests (from the X-Request-ID each one saw)."""
-    seen: dict[str, set[str]] = {}
-    for fake in fakes:
-        for request_id in fake.stats()["request_ids"]:
-            seen.setdefault(request_id.split(".t")[0], set()).add(fake.url)
-    return seen
-
-
 def test_two_instances_send_each_session_to_one_replica(
     start_gateway: Callable[..., Gateway], replicas: list[FakeVLLM]
 ) -> None:
@@ -51,7 +42,7 @@ def test_two_instances_send_each_session_to_one_replica(
         for index, session in enumerate(SESSIONS):
             # Turns alternate between the instances; half the sessions give their key as `user`.
             turn(gateways[(index + number) % 2], session, number, by_header=index % 2 == 0)
-    placed = where(replicas)
+    placed = replicas_seen(replicas)
     assert set(placed) == set(SESSIONS)
     assert all(len(urls) == 1 for urls in placed.values()), placed
     used = {url for urls in placed.values() for url in urls}
@@ -68,7 +59,7 @@ def test_an_ejected_replicas_sessions_move_and_the_others_stay(
     gateway = start(start_gateway, replicas)
     for session in SESSIONS:
         turn(gateway, session, 0)
-    before = {session: next(iter(urls)) for session, urls in where(replicas).items()}
+    before = {session: next(iter(urls)) for session, urls in replicas_seen(replicas).items()}
     victim = replicas[0]
     assert victim.url in before.values()
     victim.popen.send_signal(signal.SIGKILL)
@@ -78,7 +69,7 @@ def test_an_ejected_replicas_sessions_move_and_the_others_stay(
         fake.reset()
     for session in SESSIONS:
         turn(gateway, session, 1)  # the failover keeps each answer a 200
-    after = {session: next(iter(urls)) for session, urls in where(survivors).items()}
+    after = {session: next(iter(urls)) for session, urls in replicas_seen(survivors).items()}
     assert set(after) == set(SESSIONS)
     for session in SESSIONS:
         if before[session] == victim.url:
