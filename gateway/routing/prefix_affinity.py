@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.routing.policies import LeastOutstanding
-from gateway.routing.prompt_chain import PromptChain, route_seed
+from gateway.routing.prompt_chain import prompt_chain, route_seed
 from gateway.settings import RoutingPolicy
 from gateway.shared.prefix_index import PrefixIndex
 
@@ -68,8 +68,8 @@ class PrefixAffinity:
         self._publisher = publisher
         self._balance = LeastOutstanding()
 
-    def affinity(self, session: str | None, body: bytes) -> PromptChain:
-        return PromptChain(body, self._seed)
+    def affinity(self, session: str | None, body: bytes) -> list[int]:
+        return prompt_chain(body, self._seed)
 
     def choose(self, replicas: Sequence[Replica], candidates: list[Replica], chain: Any) -> tuple[Replica, str]:
         if not chain:
@@ -83,10 +83,10 @@ class PrefixAffinity:
             if holding:
                 own = min(holding, key=loads.__getitem__)
                 if loads[own] <= min(loads.values()) + self._margin:
-                    self._learn(own, chain.keys(matched, len(chain)))
+                    self._learn(own, chain[matched - 1 :])
                     return own, PREFIX_HIT
         chosen = self._balance.least_loaded(replicas, candidates)
-        self._learn(chosen, chain.keys(1, len(chain)))
+        self._learn(chosen, chain)
         return chosen, LOAD_OVERRIDE if own is not None else NO_MATCH
 
     def _learn(self, replica: Replica, keys: Sequence[int]) -> None:

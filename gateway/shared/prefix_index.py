@@ -33,12 +33,12 @@ import ctypes
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from gateway.shared import tables
 
-__all__ = ["BUCKETS", "REPLICA_BITS", "Chain", "PrefixIndex", "create_table", "replica_bits", "take_lease"]
+__all__ = ["BUCKETS", "REPLICA_BITS", "PrefixIndex", "create_table", "replica_bits", "take_lease"]
 
 BUCKETS = 1 << 17  # of two slots: 262,144 prefixes, 4 MiB
 _FINGERPRINT, _MACHINE, _HOLDER, _LEASE_UNTIL = 0, 1, 2, 3
@@ -68,20 +68,6 @@ def create_table(routes: Mapping[str, tuple[str, ...]]) -> Any:
 def take_lease(table: Any | None, pid: int, seconds: float) -> bool:
     """Whether `pid` reads the other machines' entries from Redis for this one, for `seconds`."""
     return tables.take_lease(table, _HOLDER, _LEASE_UNTIL, pid, seconds)
-
-
-class Chain(Protocol):
-    """A prompt's chain of keys (`routing/prompt_chain.PromptChain`), computed when asked for."""
-
-    def __len__(self) -> int: ...
-
-    def key(self, blocks: int) -> int:
-        """The key of the prompt's first `blocks` blocks (1 <= blocks <= len)."""
-        ...
-
-    def prepare(self, counts: list[int]) -> None:
-        """Compute the keys of `counts` (ascending), before they are asked for."""
-        ...
 
 
 class PrefixIndex:
@@ -114,7 +100,7 @@ class PrefixIndex:
             return 0
         return value >> _TIME_BITS
 
-    def longest(self, chain: Chain) -> tuple[int, int]:
+    def longest(self, chain: Sequence[int]) -> tuple[int, int]:
         """(blocks matched, replicas) for the longest prefix of `chain` in the index; (0, 0): none.
 
         From the whole prompt down, in growing steps (1, 2, 4, ... blocks), then halving back up:
@@ -123,27 +109,20 @@ class PrefixIndex:
         known one are known too; where that does not hold (an entry overwritten), the search may
         settle on a shorter prefix than the longest, never on one that is not there.
         """
-        count = len(chain)
-        if not count:
-            return 0, 0
-        ladder, step = [], 1
-        while count > 1:
-            ladder.append(count)
-            count, step = max(count - step, 1), step * 2
-        ladder.append(1)
-        chain.prepare(ladder[::-1])  # the keys the descent looks at, in one pass over the prompt
         now = _now()
-        missed = len(chain) + 1
-        for count in ladder:
-            replicas = self._replicas(chain.key(count), now)
+        count, step, missed = len(chain), 1, len(chain) + 1
+        while True:
+            replicas = self._replicas(chain[count - 1], now) if count else 0
             if replicas:
                 break
+            if count <= 1:
+                return 0, 0
             missed = count
-        else:
-            return 0, 0
+            count = max(count - step, 1)
+            step *= 2
         while missed - count > 1:  # `count` is there, `missed` is not
             middle = (count + missed) // 2
-            found = self._replicas(chain.key(middle), now)
+            found = self._replicas(chain[middle - 1], now)
             if found:
                 count, replicas = middle, found
             else:

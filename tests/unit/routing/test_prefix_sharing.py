@@ -11,17 +11,7 @@ from gateway.shared.redis_store import RedisStore, connect_redis
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROUTES = {"tiny": ("http://h:1/v1", "http://h:2/v1")}
 BITS = replica_bits(ROUTES)
-
-
-class Chain(list[int]):
-    def key(self, blocks: int) -> int:
-        return self[blocks - 1]
-
-    def prepare(self, counts: list[int]) -> None:
-        pass
-
-
-KEYS = Chain((1000 + i) << 20 | i for i in range(6))
+KEYS = [(1000 + i) << 20 | i for i in range(6)]
 
 
 def machine(prefix: str, url: str = REDIS_URL) -> tuple[PrefixIndex, PrefixSharing, RedisStore]:

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.routing.prompt_chain import BLOCK_BYTES, MAX_BLOCKS, PromptChain, route_seed
+from gateway.routing.prompt_chain import BLOCK_BYTES, MAX_BLOCKS, prompt_chain, route_seed
 
 SEED = route_seed("tiny")
-
-
-def prompt_chain(body: bytes, seed: int) -> list[int]:
-    """Every key of the chain, computed in order."""
-    chain = PromptChain(body, seed)
-    return chain.keys(1, len(chain))
-
-
 SYSTEM = {"role": "system", "content": "You answer in French. " * 60}
 
 
@@ -55,14 +47,3 @@ def test_no_prompt_or_a_short_one_gives_no_chain_and_a_huge_one_is_bounded() -> 
     assert prompt_chain(orjson.dumps({"model": "m", "input": "x" * 5000}), SEED) == []
     assert prompt_chain(chat({"role": "user", "content": "hi"}), SEED) == []
     assert len(prompt_chain(chat({"role": "user", "content": "y" * 200_000}), SEED)) == MAX_BLOCKS
-
-
-def test_keys_asked_for_in_any_order_are_the_keys_of_the_whole_chain() -> None:
-    body = chat(SYSTEM, {"role": "user", "content": "z" * 3000})
-    every = prompt_chain(body, SEED)
-    chain = PromptChain(body, SEED)
-    assert len(every) == 8
-    chain.prepare([2, 7])
-    asked = (6, 1, 5, 7, 8, 3)
-    assert [chain.key(n) for n in asked] == [every[n - 1] for n in asked]
-    assert chain.keys(4, 6) == every[3:6] and chain.keys(5, 4) == []

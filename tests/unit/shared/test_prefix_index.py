@@ -10,18 +10,9 @@ from gateway.shared.prefix_index import BUCKETS, PrefixIndex
 ROUTES = {"b": ("http://h:2/v1",), "a": ("http://h:1/v1", "http://h:3/v1")}
 
 
-class Chain(list[int]):
-    """Keys as PromptChain makes them (a CRC above the block's number), all computed already."""
-
-    def key(self, blocks: int) -> int:
-        return self[blocks - 1]
-
-    def prepare(self, counts: list[int]) -> None:
-        assert counts == sorted(counts) and all(1 <= n <= len(self) for n in counts)
-
-
-def chain(n: int, salt: int = 0) -> Chain:
-    return Chain(((salt * 7919 + i * 104_729 + 1) % 2**32) << 20 | i for i in range(n))
+def chain(n: int, salt: int = 0) -> list[int]:
+    """Keys as prompt_chain makes them: a CRC above the block's number."""
+    return [((salt * 7919 + i * 104_729 + 1) % 2**32) << 20 | i for i in range(n)]
 
 
 def test_each_replica_has_a_bit_by_its_place_in_its_route() -> None:
@@ -37,14 +28,14 @@ def test_the_longest_known_prefix_and_its_replica() -> None:
     assert index.longest(keys) == (0, 0)
     index.learn(keys[:25], 2)
     assert index.longest(keys) == (25, 2)
-    assert index.longest(Chain(keys[:10])) == (10, 2)
+    assert index.longest(keys[:10]) == (10, 2)
     index.learn(keys[:5], 4)  # another replica received a shorter prefix: both hold it
-    assert index.longest(Chain(keys[:5])) == (5, 6) and index.longest(keys) == (25, 2)
+    assert index.longest(keys[:5]) == (5, 6) and index.longest(keys) == (25, 2)
     for n in range(1, 41):  # whatever the length of the known part, the search finds it
         fresh = PrefixIndex(None, ROUTES, 60)
         fresh.learn(keys[:n], 1)
         assert fresh.longest(keys) == (n, 1)
-    assert index.longest(Chain()) == (0, 0)
+    assert index.longest([]) == (0, 0)
 
 
 def test_entries_age_out() -> None:
@@ -68,7 +59,7 @@ def test_the_index_is_bounded_the_older_entry_giving_way() -> None:
     index.learn([keys[1]], 2)
     time.sleep(0.02)
     index.learn([keys[2]], 4)
-    assert [index.longest(Chain([key]))[1] for key in keys] == [0, 2, 4]
+    assert [index.longest([key])[1] for key in keys] == [0, 2, 4]
 
 
 def test_workers_share_the_machine_table_and_a_table_for_other_routes_is_not_used() -> None:
