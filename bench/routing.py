@@ -253,13 +253,13 @@ def run(policy: str, urls: list[str], redis: str, args: argparse.Namespace) -> R
 
 def report(results: list[Result]) -> str:
     oracle = next((r for r in results if r.policy == "oracle"), None)
-    lines = ["| policy | prefix-cache hit rate | of the oracle's | TTFT p50 | TTFT p99 | requests per replica | busiest / least busy | errors |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
+    lines = ["| policy | prefix-cache hits / queries (tokens) | hit rate | of the oracle's | TTFT p50 | TTFT p99 | requests per replica | busiest / least busy | errors |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
     for r in results:
         rate = r.hits / r.queries if r.queries else 0.0
         of_oracle = f"{rate / (oracle.hits / oracle.queries):.0%}" if oracle and oracle.queries else "—"
         spread = max(r.per_replica) / max(min(r.per_replica), 1)
-        lines.append(f"| {r.policy} | {rate:.1%} | {of_oracle} | {pct(r.ttft_ms, 50):.0f} ms | {pct(r.ttft_ms, 99):.0f} ms | "
+        lines.append(f"| {r.policy} | {r.hits:,.0f} / {r.queries:,.0f} | {rate:.1%} | {of_oracle} | {pct(r.ttft_ms, 50):.0f} ms | {pct(r.ttft_ms, 99):.0f} ms | "
                      f"{' / '.join(map(str, r.per_replica))} | {spread:.2f} | {r.errors} |")  # fmt: skip
     return "\n".join(lines)
 
