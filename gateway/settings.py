@@ -50,7 +50,7 @@ class Settings:
     engine_metrics_interval_seconds: float = 0.25  # 0: vLLM's /metrics are not read
     # `prefix`: the load beyond the least-loaded replica's at which a prefix's replica gives way,
     # and how long the index believes an entry.
-    prefix_load_margin: float = 4.0
+    prefix_load_margin: float = 6.0
     prefix_index_ttl_seconds: float = 300.0
 
     # Upstream timeouts; `total_timeout_seconds` None means no overall deadline.

@@ -94,8 +94,9 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "PREFIX_LOAD_MARGIN",
-        "4",
-        "prefix: requests more than the least-loaded replica's load at which the prefix's replica gives way",
+        "6",
+        "prefix: requests more than the least-loaded replica's load at which the prefix's replica gives way "
+        "(in full for a prefix of 4 KB or more, in proportion below)",
         _R,
     ),
     Variable("PREFIX_INDEX_TTL_SECONDS", "300", "prefix: how long the prefix index believes an entry", _R),

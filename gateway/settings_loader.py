@@ -223,7 +223,7 @@ def load_settings(
         session_header=session_header(env.text("SESSION_HEADER")),
         engine_metrics_interval_seconds=seconds("ENGINE_METRICS_INTERVAL_SECONDS", 0.25, low=0.0, high=60.0),
         prefix_load_margin=env.get(
-            "PREFIX_LOAD_MARGIN", _ranged(float, 0.0, 1e6), 4.0, "a number of requests from 0 to 1000000"
+            "PREFIX_LOAD_MARGIN", _ranged(float, 0.0, 1e6), 6.0, "a number of requests from 0 to 1000000"
         ),
         prefix_index_ttl_seconds=seconds("PREFIX_INDEX_TTL_SECONDS", 300.0, low=1.0, high=86400.0),
         default_model_key=default_model_key,

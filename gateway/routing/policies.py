@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.settings import RoutingPolicy
@@ -76,8 +76,11 @@ class LeastOutstanding:
     def choose(self, replicas: Sequence[Replica], candidates: list[Replica], affinity: Any) -> tuple[Replica, str]:
         return self.least_loaded(replicas, candidates), LEAST_LOADED
 
-    def least_loaded(self, replicas: Sequence[Replica], candidates: list[Replica]) -> Replica:
-        loads = {replica: replica.load() for replica in candidates}
+    def least_loaded(
+        self, replicas: Sequence[Replica], candidates: list[Replica], measure: Callable[[Replica], float] | None = None
+    ) -> Replica:
+        """The candidate of least `measure` (default `Replica.load`), ties round-robin."""
+        loads = {replica: replica.load() if measure is None else measure(replica) for replica in candidates}
         fewest = min(loads.values())
         count = len(replicas)
         for offset in range(count):  # round-robin among the least loaded

@@ -15,8 +15,10 @@ the other instances through Redis (`prefix_sharing.py`):
   loaded, which learns the chain;
 - `no_prompt`: a body without `messages` or `prompt`, or a prompt shorter than a block: the least loaded.
 
-Load is `Replica.load()`, as for `least_outstanding`: vLLM's own queue and this worker's requests
-since its last reading. A replica that receives a prompt is recorded for every block of it that
+Load here is `Replica.backlog()`: vLLM's whole queue as last read (every worker's and every
+instance's requests, waiting and running) and this worker's requests since. Sticky placements
+need that global view (on each worker's in-flight counts alone, shared system prompts pulled whole
+groups to one replica); `least_outstanding`'s `Replica.load()` leaves vLLM's running requests out. A replica that receives a prompt is recorded for every block of it that
 it did not hold by the index already, and for the longest one it did (so that entry stays young).
 """
 
@@ -39,11 +41,17 @@ PREFIX_HIT = "prefix_hit"
 LOAD_OVERRIDE = "load_override"
 NO_MATCH = "no_match"
 NO_PROMPT = "no_prompt"
+# A known prefix of this many blocks (4 KB) or more is worth the whole margin; a shorter one, its share.
+FULL_MARGIN_BLOCKS = 8
 
 
 class Publisher(Protocol):
     def publish(self, route_key: str, url: str, keys: Sequence[int]) -> None:
         """Tell the other instances that `url` of `route_key` received the prefixes `keys`."""
+
+
+def _backlog(replica: Replica) -> float:
+    return replica.backlog()
 
 
 class PrefixAffinity:
@@ -73,19 +81,21 @@ class PrefixAffinity:
 
     def choose(self, replicas: Sequence[Replica], candidates: list[Replica], chain: Any) -> tuple[Replica, str]:
         if not chain:
-            return self._balance.least_loaded(replicas, candidates), NO_PROMPT
+            return self._balance.least_loaded(replicas, candidates, _backlog), NO_PROMPT
         matched, holders = self._index.longest(chain)
         bits = self._bits
         own = None
         if matched:  # the least loaded of the replicas that received the longest known prefix
-            loads = {replica: replica.load() for replica in candidates}
             holding = [replica for replica in candidates if bits.get(replica.url, 0) & holders]
             if holding:
-                own = min(holding, key=loads.__getitem__)
-                if loads[own] <= min(loads.values()) + self._margin:
+                backlogs = {replica: replica.backlog() for replica in candidates}
+                own = min(holding, key=backlogs.__getitem__)
+                # The more of the prompt is cached there, the more it is worth waiting for.
+                margin = self._margin * min(1.0, matched / FULL_MARGIN_BLOCKS)
+                if backlogs[own] <= min(backlogs.values()) + margin:
                     self._learn(own, chain[matched - 1 :])
                     return own, PREFIX_HIT
-        chosen = self._balance.least_loaded(replicas, candidates)
+        chosen = self._balance.least_loaded(replicas, candidates, _backlog)
         self._learn(chosen, chain)
         return chosen, LOAD_OVERRIDE if own is not None else NO_MATCH
 

@@ -68,7 +68,7 @@ class Replica:
     # vLLM's own queue, as the machine last read it (`engine_metrics.py`); stale after this long.
     engine: Any = field(default_factory=engine_load.local_cells, repr=False)
     engine_stale_after: float = 0.0  # 0: engine metrics are not read
-    _engine_seen: float = field(default=0.0, repr=False)  # the reading `load` last met
+    _engine_seen: float = field(default=0.0, repr=False)  # the reading `backlog` last met
     _in_flight_then: int = field(default=0, repr=False)  # this worker's in flight when it met it
 
     def engine_reading(self) -> Any | None:
@@ -80,9 +80,27 @@ class Replica:
         return engine
 
     def load(self) -> float:
-        """What balancing goes by: vLLM's waiting and running requests at its last reading, plus
-        the requests this worker sent it since (instant); this worker's in-flight count alone
-        when there is no fresh reading."""
+        """What balancing goes by: this worker's requests in flight (instant), plus vLLM's queue
+        of waiting requests at its last fresh reading.
+
+        vLLM's running requests are left out: they are mostly the gateway's own, which every
+        worker sees in its in-flight counts at once, while a reading is up to an interval old.
+        Balanced on readings of them, every worker sent its requests to whichever replica had
+        looked least busy at the last reading, until the next one (121 / 88 / 91 requests over
+        three idle replicas, 12 at a time). The waiting queue is what a replica cannot absorb,
+        and what its next request's latency grows with.
+        """
+        engine = self.engine_reading()
+        if engine is None:
+            return self.in_flight
+        return self.in_flight + engine[engine_load.WAITING]
+
+    def backlog(self) -> float:
+        """The replica's whole load as well as this worker can tell: vLLM's waiting and running
+        requests at its last fresh reading (every worker's and every instance's), plus what this
+        worker sent it since; this worker's in-flight count alone without a fresh reading. What
+        tells an overloaded replica from the others (the prefix policy's margin), where `load`
+        is what picks among them."""
         engine = self.engine_reading()
         if engine is None:
             return self.in_flight

@@ -49,14 +49,14 @@ async def test_a_reading_is_written_for_every_replica_of_the_url_and_a_failure_l
     assert other.engine[READ_AT] == 0.0  # never read: balanced on in-flight counts
 
 
-def test_the_load_is_the_engines_queue_plus_what_was_sent_since_and_in_flight_alone_when_stale() -> None:
+def test_the_load_is_what_is_in_flight_plus_the_engines_waiting_queue_while_the_reading_is_fresh() -> None:
     replica = Replica("http://a:1/v1", engine_stale_after=3.0)
     replica.in_flight = 2
     assert replica.load() == 2  # no reading yet
     replica.engine[WAITING], replica.engine[RUNNING], replica.engine[READ_AT] = 5.0, 4.0, time.monotonic()
-    assert replica.load() == 9.0  # the engine counts the two this worker has in flight already
+    assert replica.load() == 7.0  # the running ones are mostly in flight here already: not counted twice
     replica.in_flight += 3
-    assert replica.load() == 12.0  # three sent since the reading
+    assert replica.load() == 10.0  # sent since the reading: counted at once
     replica.engine[READ_AT] = time.monotonic() - 4.0
     assert replica.load() == 5  # stale: this worker's own count
     assert replica.status()["engine"] is None
