@@ -63,6 +63,11 @@ class Process:
     def wait(self, timeout: float) -> int:
         return self.popen.wait(timeout=timeout)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a lost machine: no chance to close anything."""
+        self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(timeout=5)
+
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, then SIGKILL (the whole process group) if it has not exited in time."""
         if self.popen.poll() is None:

@@ -2,11 +2,12 @@
 How a route picks one of its healthy replicas: `ROUTING_POLICY` (every route) and
 `ROUTING_POLICY_<KEY>` (one route).
 
-- `least_outstanding` (the default): the replica with the least load (`Replica.load`: vLLM's own
-  queue from its `/metrics` plus what this worker sent it since, or this worker's requests in
-  flight when there is no fresh reading); ties go round-robin, so that a light load spreads evenly.
-- `prefix` (`prefix_affinity.py`): a prompt goes to the replica that last received its longest
-  known prefix, unless that one is loaded beyond the least loaded by `PREFIX_LOAD_MARGIN`.
+- `least_outstanding` (the default): the replica with the least load (`Replica.load`: this
+  worker's requests in flight plus vLLM's waiting queue from its `/metrics`, while the reading is
+  fresh); ties go round-robin, so that a light load spreads evenly.
+- `prefix` (`prefix_affinity.py`): a prompt goes to the least loaded of the replicas that
+  received its longest known prefix, unless it is loaded beyond the least loaded by
+  `PREFIX_LOAD_MARGIN`.
 - `session`: the requests of one session (the `SESSION_HEADER` header, else the body's `user`)
   go to one replica, where vLLM keeps the conversation's prefix in its KV cache. The replica is
   chosen by rendezvous hashing (the highest hash of session and replica URL), a pure function of
@@ -27,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.settings import RoutingPolicy
@@ -74,13 +75,10 @@ class LeastOutstanding:
         return None
 
     def choose(self, replicas: Sequence[Replica], candidates: list[Replica], affinity: Any) -> tuple[Replica, str]:
-        return self.least_loaded(replicas, candidates), LEAST_LOADED
+        return self.least_loaded(replicas, {replica: replica.load() for replica in candidates}), LEAST_LOADED
 
-    def least_loaded(
-        self, replicas: Sequence[Replica], candidates: list[Replica], measure: Callable[[Replica], float] | None = None
-    ) -> Replica:
-        """The candidate of least `measure` (default `Replica.load`), ties round-robin."""
-        loads = {replica: replica.load() if measure is None else measure(replica) for replica in candidates}
+    def least_loaded(self, replicas: Sequence[Replica], loads: Mapping[Replica, float]) -> Replica:
+        """Of the candidates (the keys of `loads`), the least loaded; ties round-robin in `replicas`' order."""
         fewest = min(loads.values())
         count = len(replicas)
         for offset in range(count):  # round-robin among the least loaded
@@ -88,7 +86,7 @@ class LeastOutstanding:
             if loads.get(replica) == fewest:
                 self._next = (self._next + offset + 1) % count
                 return replica
-        return candidates[0]  # unreachable: some candidate has the fewest
+        return next(iter(loads))  # unreachable: some candidate has the fewest
 
 
 def rendezvous_score(session: str, url: str) -> int:
@@ -113,10 +111,10 @@ class SessionAffinity:
         return session
 
     def choose(self, replicas: Sequence[Replica], candidates: list[Replica], session: Any) -> tuple[Replica, str]:
-        if not session:
-            return self._balance.least_loaded(replicas, candidates), NO_SESSION
-        ranked = sorted(candidates, key=lambda replica: rendezvous_score(session, replica.url), reverse=True)
         loads = {replica: replica.load() for replica in candidates}
+        if not session:
+            return self._balance.least_loaded(replicas, loads), NO_SESSION
+        ranked = sorted(candidates, key=lambda replica: rendezvous_score(session, replica.url), reverse=True)
         bound = math.ceil(self.LOAD_FACTOR * (sum(loads.values()) + 1) / len(candidates))
         own = ranked[0]
         before = self._placed.get(session)

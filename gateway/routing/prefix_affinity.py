@@ -50,10 +50,6 @@ class Publisher(Protocol):
         """Tell the other instances that `url` of `route_key` received the prefixes `keys`."""
 
 
-def _backlog(replica: Replica) -> float:
-    return replica.backlog()
-
-
 class PrefixAffinity:
     name: RoutingPolicy = "prefix"
     uses_session = False
@@ -80,22 +76,22 @@ class PrefixAffinity:
         return prompt_chain(body, self._seed)
 
     def choose(self, replicas: Sequence[Replica], candidates: list[Replica], chain: Any) -> tuple[Replica, str]:
+        backlogs = {replica: replica.backlog() for replica in candidates}
         if not chain:
-            return self._balance.least_loaded(replicas, candidates, _backlog), NO_PROMPT
+            return self._balance.least_loaded(replicas, backlogs), NO_PROMPT
         matched, holders = self._index.longest(chain)
         bits = self._bits
         own = None
         if matched:  # the least loaded of the replicas that received the longest known prefix
             holding = [replica for replica in candidates if bits.get(replica.url, 0) & holders]
             if holding:
-                backlogs = {replica: replica.backlog() for replica in candidates}
                 own = min(holding, key=backlogs.__getitem__)
                 # The more of the prompt is cached there, the more it is worth waiting for.
                 margin = self._margin * min(1.0, matched / FULL_MARGIN_BLOCKS)
                 if backlogs[own] <= min(backlogs.values()) + margin:
                     self._learn(own, chain[matched - 1 :])
                     return own, PREFIX_HIT
-        chosen = self._balance.least_loaded(replicas, candidates, _backlog)
+        chosen = self._balance.least_loaded(replicas, backlogs)
         self._learn(chosen, chain)
         return chosen, LOAD_OVERRIDE if own is not None else NO_MATCH
 

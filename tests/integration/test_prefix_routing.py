@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable, Iterator
 
@@ -132,8 +131,7 @@ def test_an_ejected_replicas_conversations_move_and_the_others_stay(
     before = {conversation: next(iter(urls)) for conversation, urls in replicas_seen(replicas).items()}
     victim = replicas[0]
     assert victim.url in before.values()
-    victim.popen.send_signal(signal.SIGKILL)
-    victim.popen.wait(timeout=5)
+    victim.kill()
     survivors = replicas[1:]
     for fake in survivors:
         fake.reset()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable
 
 import httpx
@@ -62,8 +61,7 @@ def test_an_ejected_replicas_sessions_move_and_the_others_stay(
     before = {session: next(iter(urls)) for session, urls in replicas_seen(replicas).items()}
     victim = replicas[0]
     assert victim.url in before.values()
-    victim.popen.send_signal(signal.SIGKILL)
-    victim.popen.wait(timeout=5)
+    victim.kill()
     survivors = replicas[1:]
     for fake in survivors:
         fake.reset()
