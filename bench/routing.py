@@ -121,18 +121,27 @@ def chat_requests(url: str) -> float:
 
 
 def redis_url() -> tuple[str, servers.Server | None]:
-    """Redis at 127.0.0.1:6379 if it answers, else a private redis-server."""
-    try:
-        import redis
+    """Redis at 127.0.0.1:6379 if it answers, else a private redis-server (up within 10 s)."""
+    import redis
 
-        redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=1).ping()
+    def answers(url: str) -> bool:
+        try:
+            return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    if answers("redis://127.0.0.1:6379/0"):
         return "redis://127.0.0.1:6379/0", None
-    except Exception:  # noqa: BLE001 - any failure: start one
-        port = servers.free_port()
-        server = servers.Server("redis", ["redis-server", "--port", str(port), "--bind", servers.HOST, "--save", ""],
-                                dict(os.environ), tempfile.gettempdir())  # fmt: skip
-        time.sleep(0.5)
-        return f"redis://{servers.HOST}:{port}/0", server
+    port = servers.free_port()
+    server = servers.Server("redis", ["redis-server", "--port", str(port), "--bind", servers.HOST, "--save", ""],
+                            dict(os.environ), tempfile.gettempdir())  # fmt: skip
+    url = f"redis://{servers.HOST}:{port}/0"
+    deadline = time.monotonic() + 10
+    while not answers(url):
+        if time.monotonic() > deadline or server.popen.poll() is not None:
+            raise RuntimeError(f"redis-server did not start (log: {server.log.name})")
+        time.sleep(0.05)
+    return url, server
 
 
 def start_gateways(policy: str, urls: list[str], redis: str, args: argparse.Namespace) -> list[servers.Server]:
